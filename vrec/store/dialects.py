@@ -1,0 +1,146 @@
+"""SQLite and PostgreSQL connections, schema and transaction handling."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from vrec.errors import StoreError
+
+# Column types are spelled so that both engines accept them; the PostgreSQL
+# schema only differs in its identity column and binary type.
+_TABLES = """
+CREATE TABLE IF NOT EXISTS users (
+    user_idx BIGINT PRIMARY KEY, user_id TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS items (
+    item_idx BIGINT PRIMARY KEY, item_id TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS events (
+    seq {seq_type},
+    user_idx BIGINT NOT NULL, item_idx BIGINT NOT NULL,
+    event_type TEXT NOT NULL, rating DOUBLE PRECISION,
+    watch_fraction DOUBLE PRECISION, ts BIGINT NOT NULL, event_id TEXT,
+    topic TEXT, part INTEGER, kafka_offset BIGINT);
+CREATE TABLE IF NOT EXISTS interactions (
+    user_idx BIGINT NOT NULL, item_idx BIGINT NOT NULL,
+    rating DOUBLE PRECISION, rating_ts BIGINT,
+    views BIGINT NOT NULL DEFAULT 0, watch DOUBLE PRECISION NOT NULL DEFAULT 0,
+    liked INTEGER NOT NULL DEFAULT 0, last_ts BIGINT NOT NULL, seq BIGINT NOT NULL,
+    PRIMARY KEY (user_idx, item_idx));
+CREATE INDEX IF NOT EXISTS interactions_item ON interactions (item_idx);
+CREATE TABLE IF NOT EXISTS offsets (
+    topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset BIGINT NOT NULL,
+    PRIMARY KEY (topic, part));
+CREATE TABLE IF NOT EXISTS rejected (
+    id {seq_type}, topic TEXT, part INTEGER, kafka_offset BIGINT,
+    reason TEXT NOT NULL, record_key {blob}, record_value {blob},
+    stored_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)
+"""
+
+
+class SQLiteDialect:
+    """A SQLite file in WAL mode; writers take the database lock up front."""
+
+    name = "sqlite"
+    schema = _TABLES.format(seq_type="INTEGER PRIMARY KEY AUTOINCREMENT", blob="BLOB")
+
+    def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, timeout=30.0, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed batch survives power loss, not only a crash.
+            self._conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
+
+    def sql(self, text: str) -> str:
+        return text
+
+    @contextmanager
+    def begin_write(self) -> Iterator[sqlite3.Cursor]:
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn.in_transaction:
+                self._conn.rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"SQLite write failed: {exc}") from exc
+            raise
+        finally:
+            cur.close()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Cursor]:
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN")
+            yield cur
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite read failed: {exc}") from exc
+        finally:
+            if self._conn.in_transaction:
+                self._conn.rollback()
+            cur.close()
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        # json_each keeps one bound parameter however long the list is.
+        import json
+
+        return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+_LOCK_KEY = 0x76726563  # "vrec": one advisory lock serialises all writers
+
+
+class PostgresDialect:
+    """A PostgreSQL connection; writers hold a transaction advisory lock."""
+
+    name = "postgresql"
+    schema = _TABLES.format(seq_type="BIGSERIAL PRIMARY KEY", blob="BYTEA")
+
+    def __init__(self, url: str) -> None:
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL store: {exc}") from exc
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    @contextmanager
+    def begin_write(self) -> Iterator[psycopg.Cursor[Any]]:
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                yield cur
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL write failed: {exc}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[psycopg.Cursor[Any]]:
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                yield cur
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL read failed: {exc}") from exc
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(%s)", [list(values)]
+
+    def close(self) -> None:
+        self._conn.close()
