@@ -41,8 +41,15 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     return result, time.perf_counter() - start
 
 
-def report(name: str, baseline: str, base_value: float, value: float, unit: str,
-           higher_is_better: bool = True, goal: float | None = None) -> None:
+def report(
+    name: str,
+    baseline: str,
+    base_value: float,
+    value: float,
+    unit: str,
+    higher_is_better: bool = True,
+    goal: float | None = None,
+) -> None:
     """Print one figure against its baseline, as a ratio, with the machine."""
     ratio = value / base_value if base_value else float("nan")
     verdict = ""

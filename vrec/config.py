@@ -23,7 +23,9 @@ _URL_PASSWORD = re.compile(r"(?P<head>://[^:/@]*:)[^@]*(?P<tail>@)")
 class Settings(BaseSettings):
     """Every knob of vrec, with its default; each field is read from ``VREC_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid"
+    )
 
     # Kafka
     kafka_bootstrap_servers: str = "localhost:9092"

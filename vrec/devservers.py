@@ -83,8 +83,14 @@ def local_broker(port: int | None = None) -> Iterator[LocalServer]:
     """Run a Kafka-protocol broker on 127.0.0.1 for the duration of the block."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    command = [broker_binary(), "broker", "--listener-url", url,
-               "--advertised-listener-url", url]
+    command = [
+        broker_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+    ]
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -104,10 +110,23 @@ def local_redis(port: int | None = None) -> Iterator[LocalServer]:
         raise VrecError("redis-server is not installed (apt-get install redis-server)")
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="vrec-redis-") as workdir:
-        command = [binary, "--port", str(port), "--bind", "127.0.0.1",
-                   "--save", "", "--appendonly", "no", "--dir", workdir]
+        command = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ]
         process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             cwd=Path(workdir),
         )
         server = LocalServer(process, "127.0.0.1", port)

@@ -25,7 +25,9 @@ def stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def _handler(signum: int, _frame: FrameType | None) -> None:
-        logger.info("signal=%s stopping after the current batch", signal.Signals(signum).name)
+        logger.info(
+            "signal=%s stopping after the current batch", signal.Signals(signum).name
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, _handler)

@@ -81,7 +81,8 @@ class Interactions:
 
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence[Any]]) -> Interactions:
-        """Build from (user_idx, item_idx, rating, views, watch, liked, last_ts) rows."""
+        """Build from rows of (user_idx, item_idx, rating, views, watch, liked,
+        last_ts)."""
         if not rows:
             empty_i = np.zeros(0, dtype=np.int64)
             empty_f = np.zeros(0, dtype=np.float64)
@@ -154,9 +155,7 @@ class Store(ABC):
         """Users and items touched by events with sequence > ``since``."""
 
     @abstractmethod
-    def interactions(
-        self, user_idx: Sequence[int] | None = None
-    ) -> Interactions:
+    def interactions(self, user_idx: Sequence[int] | None = None) -> Interactions:
         """Current values of the given users (all users when None)."""
 
     @abstractmethod

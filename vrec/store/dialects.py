@@ -97,7 +97,9 @@ class SQLiteDialect:
         # json_each keeps one bound parameter however long the list is.
         import json
 
-        return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
+        return f"{column} IN (SELECT value FROM json_each(?))", [
+            json.dumps(list(values))
+        ]
 
     def close(self) -> None:
         self._conn.close()

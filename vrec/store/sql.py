@@ -143,28 +143,54 @@ class SQLStore(Store):
         with self._db.begin_write() as cur:
             # Drop what an earlier transaction already stored (a restarted or
             # rebalanced consumer may poll the same records again).
-            positions = {(r.topic, r.partition) for r in (*events, *rejected)}
+            records: list[SourcedEvent | Rejected] = [*events, *rejected]
+            positions = {(r.topic, r.partition) for r in records}
             stored = self._stored_offsets(cur, positions)
-            fresh = [e for e in events if e.offset >= stored.get((e.topic, e.partition), 0)]
+            fresh = [
+                e for e in events if e.offset >= stored.get((e.topic, e.partition), 0)
+            ]
             fresh_rej = [
                 r for r in rejected if r.offset >= stored.get((r.topic, r.partition), 0)
             ]
             skipped = len(events) + len(rejected) - len(fresh) - len(fresh_rej)
 
-            users = self._assign(cur, "users", "user_id", "user_idx", self._user_cache,
-                                 [e.event.user_id for e in fresh])
-            items = self._assign(cur, "items", "item_id", "item_idx", self._item_cache,
-                                 [e.event.item_id for e in fresh])
+            users = self._assign(
+                cur,
+                "users",
+                "user_id",
+                "user_idx",
+                self._user_cache,
+                [e.event.user_id for e in fresh],
+            )
+            items = self._assign(
+                cur,
+                "items",
+                "item_id",
+                "item_idx",
+                self._item_cache,
+                [e.event.item_id for e in fresh],
+            )
 
             # The event log: one row per accepted event, in arrival order.
             cur.executemany(
-                q("INSERT INTO events (user_idx, item_idx, event_type, rating, "
-                  "watch_fraction, ts, event_id, topic, part, kafka_offset) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                q(
+                    "INSERT INTO events (user_idx, item_idx, event_type, rating, "
+                    "watch_fraction, ts, event_id, topic, part, kafka_offset) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
                 [
-                    (users[s.event.user_id], items[s.event.item_id],
-                     s.event.event_type.value, s.event.rating, s.event.watch_fraction,
-                     s.event.ts, s.event.event_id, s.topic, s.partition, s.offset)
+                    (
+                        users[s.event.user_id],
+                        items[s.event.item_id],
+                        s.event.event_type.value,
+                        s.event.rating,
+                        s.event.watch_fraction,
+                        s.event.ts,
+                        s.event.event_id,
+                        s.topic,
+                        s.partition,
+                        s.offset,
+                    )
                     for s in fresh
                 ],
             )
@@ -174,14 +200,19 @@ class SQLStore(Store):
 
             if fresh_rej:
                 cur.executemany(
-                    q("INSERT INTO rejected (topic, part, kafka_offset, reason, "
-                      "record_key, record_value) VALUES (?, ?, ?, ?, ?, ?)"),
-                    [(r.topic, r.partition, r.offset, r.reason, r.key, r.value)
-                     for r in fresh_rej],
+                    q(
+                        "INSERT INTO rejected (topic, part, kafka_offset, reason, "
+                        "record_key, record_value) VALUES (?, ?, ?, ?, ?, ?)"
+                    ),
+                    [
+                        (r.topic, r.partition, r.offset, r.reason, r.key, r.value)
+                        for r in fresh_rej
+                    ],
                 )
 
             next_offsets: dict[tuple[str, int], int] = {}
-            for rec in (*fresh, *fresh_rej):
+            stored_now: list[SourcedEvent | Rejected] = [*fresh, *fresh_rej]
+            for rec in stored_now:
                 pos = (rec.topic, rec.partition)
                 next_offsets[pos] = max(next_offsets.get(pos, 0), rec.offset + 1)
             cur.executemany(
@@ -228,7 +259,9 @@ class SQLStore(Store):
                 start = int(cur.fetchone()[0])
                 rows = [(start + n, i) for n, i in enumerate(new)]
                 cur.executemany(
-                    self._db.sql(f"INSERT INTO {table} ({idx_col}, {id_col}) VALUES (?, ?)"),
+                    self._db.sql(
+                        f"INSERT INTO {table} ({idx_col}, {id_col}) VALUES (?, ?)"
+                    ),
                     rows,
                 )
                 cache.update((i, n) for n, i in rows)
