@@ -63,6 +63,14 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from vrec.local import run_stack
+    from vrec.service import stop_on_signals
+
+    sample = Path(args.sample) if args.sample else None
+    return run_stack(settings, stop_on_signals(), sample=sample, demo=args.demo)
+
+
 def _cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     from vrec.publish import connect, read_recommendations
 
@@ -156,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = add("train", _cmd_train, "keep the model and Redis lists fresh")
     train.add_argument("--once", action="store_true", help="one full refit, then exit")
+
+    up = add("up", _cmd_up, "run broker, Redis, consumer and trainer locally")
+    up.add_argument("--sample", help="produce this file, then print its users' lists")
+    up.add_argument("--demo", action="store_true", help="exit once the lists are shown")
 
     rec = add("recommend", _cmd_recommend, "show what Redis holds for a user")
     rec.add_argument("user_id")
