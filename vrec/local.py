@@ -28,6 +28,8 @@ from vrec.errors import VrecError
 
 logger = logging.getLogger(__name__)
 
+SHOWN_USERS = 10
+
 
 def _reachable(host: str, port: int) -> bool:
     try:
@@ -102,12 +104,18 @@ def _with_servers(stack: ExitStack, settings: Settings) -> Settings:
     return settings.model_copy(update=updates)
 
 
-def _print_lists(settings: Settings, user_ids: list[str], timeout_s: float) -> bool:
-    """Wait for the users' lists to appear in Redis and print them."""
+def _print_lists(settings: Settings, produced: int, timeout_s: float) -> bool:
+    """Wait until the store holds what was produced and the first users have
+    lists in Redis, then print those lists."""
     from vrec.publish import connect, read_recommendations
+    from vrec.store import open_store
 
     client = connect(settings.redis_url)
     deadline = time.monotonic() + timeout_s
+    with open_store(settings.store_url) as store:
+        while store.stats().events < produced and time.monotonic() < deadline:
+            time.sleep(0.25)
+        user_ids = store.user_ids()[:SHOWN_USERS]
     while time.monotonic() < deadline:
         recs = [
             read_recommendations(client, u, prefix=settings.redis_prefix)
@@ -140,10 +148,10 @@ def run_stack(
             stack.enter_context(_child("trainer", "trainer", settings)),
         ]
         if sample is not None:
-            from vrec.produce import produce_file, read_user_ids
+            from vrec.produce import produce_file
 
-            produce_file(settings, sample, progress=False)
-            if not _print_lists(settings, read_user_ids(settings, sample), timeout_s):
+            count = produce_file(settings, sample, progress=False)
+            if not _print_lists(settings, count, timeout_s):
                 raise VrecError(f"no lists in Redis {timeout_s:.0f}s after producing")
         if demo:
             return 0
