@@ -1,0 +1,1 @@
+"""The consumer service entry point: ``python -m consumers`` (see vrec.ingest)."""

@@ -1,0 +1,530 @@
+"""The consumer service: rating events from Kafka into the store, exactly once.
+
+One polled batch goes through three steps::
+
+    fetch process --records--> parse --bad--> dead-letter topic (flushed first)
+                                     \\--good--> store.append, one transaction
+                                                   --> group offset commit
+
+Exactly once: the store commits a batch's events, rejected records and next
+offsets in one transaction, and skips records below the offset it holds. On
+every partition assignment the fetch process asks for the store's offsets,
+once every batch it forwarded earlier is committed, and seeks there. Kafka's
+group offsets are written after the store commit for lag monitoring only.
+
+Why a fetch process: kafka-python decodes records and checks their CRCs in
+pure Python, which takes most of a core. Parsing and the store's own Python
+work would share that core under the GIL, so a child process only polls and
+forwards raw records while this process parses them and commits to the store.
+The store commit runs in a thread, overlapping the database's work with the
+parsing of the next batch.
+
+Failures: bad input is never fatal; it is counted, logged per batch and sent
+to ``settings.dlq`` with headers ``reason``, ``source_topic``,
+``source_partition`` and ``source_offset``. A failure of the store, of the
+dead-letter producer or of the fetch process is not retried here: ``run``
+stops the fetch process and raises, the service exits non-zero and is meant
+to be restarted by its supervisor; a restart resumes at the stored offsets.
+(kafka-python itself reconnects to a broker with backoff.) A crash between
+the dead-letter flush and the store commit sends those records to the
+dead-letter topic again on restart: that topic is at-least-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field, replace
+from functools import partial
+from multiprocessing.connection import Connection
+from typing import Any
+
+from vrec.config import Settings
+from vrec.errors import InvalidEvent, VrecError
+from vrec.events import EventRules
+from vrec.kafka import (
+    GroupConsumer,
+    Producer,
+    Record,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
+from vrec.service import setup_logging
+from vrec.store import Rejected, SourcedEvent, Store, open_store
+
+logger = logging.getLogger(__name__)
+
+# A dead-letter copy larger than this is cut to max_event_bytes: common broker
+# and producer limits are 1 MiB, and a record that cannot be parked would stop
+# ingest for good.
+DLQ_MAX_VALUE_BYTES = 900_000
+_STOP_WAIT_S = 15.0
+_WAKE_S = 0.2  # how often the loop looks at the stop event when idle
+
+# (partition, offsets, keys, values): one partition's records, as columns,
+# which the fetch process pickles much faster than record objects.
+Chunk = tuple[int, list[int], list[bytes | None], list[bytes | None]]
+
+
+class IngestError(VrecError):
+    """The fetch process failed or vanished."""
+
+
+@dataclass
+class IngestStats:
+    """What one :meth:`Consumer.run` did."""
+
+    batches: int = 0
+    records: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class _Batch:
+    """One polled batch, parsed, on its way to the store."""
+
+    events: list[SourcedEvent] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    records: int = 0
+    received: float = 0.0
+
+
+class Consumer:
+    """Reads ``settings.topic`` in the group ``settings.group_id`` into a store.
+
+    ``store`` defaults to ``open_store(settings.store_url)``, closed by
+    :meth:`run`; a store passed in is left open.
+    """
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self._settings = settings
+        self._topic = settings.topic
+        self._owns_store = store is None
+        self._store = store if store is not None else open_store(settings.store_url)
+        self._rules = EventRules(
+            max_id_length=settings.max_id_length,
+            max_event_bytes=settings.max_event_bytes,
+            rating_min=settings.rating_min,
+            rating_max=settings.rating_max,
+        )
+        self._stats = IngestStats()
+
+    def run(self, stop: threading.Event, max_batches: int | None = None) -> IngestStats:
+        """Ingest until ``stop`` is set (or ``max_batches`` were polled).
+
+        The batches in hand are committed before it returns.
+        """
+        logger.info("consumer starting settings=%s", self._settings.masked())
+        # Unwound in reverse: commit what is queued, stop the fetch process,
+        # close the dead-letter producer, close the store.
+        with ExitStack() as cleanup:
+            if self._owns_store:
+                cleanup.callback(self._store.close)
+            ensure_topics(self._settings)
+            dlq = make_producer(self._settings)
+            cleanup.callback(dlq.close)
+            fetcher = _Fetcher(self._settings)
+            cleanup.callback(fetcher.stop, self._answer_assignment)
+            committer = _Committer(partial(self._commit, dlq=dlq, fetcher=fetcher))
+            cleanup.callback(committer.close)
+            self._loop(
+                stop, fetcher, committer, partial(self._parse, dlq=dlq), max_batches
+            )
+            committer.close()
+            committer.check()
+        logger.info("consumer stopped %s", _format_stats(self._stats))
+        return replace(self._stats)
+
+    def _loop(
+        self,
+        stop: threading.Event,
+        fetcher: _Fetcher,
+        committer: _Committer,
+        parse: Callable[[Sequence[Chunk]], _Batch],
+        max_batches: int | None,
+    ) -> None:
+        polled = 0
+        while not stop.is_set() and (max_batches is None or polled < max_batches):
+            message = fetcher.receive(_WAKE_S)
+            committer.check()
+            if message is None:
+                continue
+            kind, body = message
+            if kind == "records":
+                committer.submit(parse(body))
+                polled += 1
+            elif kind == "assigned":
+                committer.drain()
+                self._answer_assignment(fetcher, body)
+            elif kind == "revoked":
+                logger.info("revoked topic=%s partitions=%s", self._topic, body)
+
+    def _answer_assignment(self, fetcher: _Fetcher, partitions: list[int]) -> None:
+        """Tell the fetch process where the store left off in ``partitions``."""
+        stored = self._store.offsets(self._topic)
+        offsets = {p: stored.get(p) for p in partitions}
+        fetcher.seek(offsets)
+        logger.info(
+            "assigned topic=%s partitions=%s offsets=%s",
+            self._topic,
+            partitions,
+            {p: "beginning" if o is None else o for p, o in offsets.items()},
+        )
+
+    def _parse(self, chunks: Sequence[Chunk], dlq: Producer) -> _Batch:
+        """Validate a polled batch; send the bad records to the dead-letter topic."""
+        batch = _Batch(received=time.perf_counter())
+        parse, topic = self._rules.parse, self._topic
+        for partition, offsets, keys, values in chunks:
+            for offset, key, value in zip(offsets, keys, values, strict=True):
+                try:
+                    event = parse(value)
+                except InvalidEvent as exc:
+                    bad = Rejected(value, key, exc.reason, topic, partition, offset)
+                    batch.rejected.append(bad)
+                    self._dead_letter(bad, dlq)
+                    continue
+                batch.events.append(SourcedEvent(event, topic, partition, offset))
+            batch.records += len(offsets)
+            if offsets:
+                batch.next_offsets[partition] = offsets[-1] + 1
+        return batch
+
+    def _dead_letter(self, bad: Rejected, dlq: Producer) -> None:
+        logger.debug(
+            "rejected topic=%s partition=%s offset=%s reason=%s",
+            bad.topic,
+            bad.partition,
+            bad.offset,
+            bad.reason,
+        )
+        dlq.send(self._settings.dlq, *dead_letter(bad, self._settings))
+
+    def _commit(self, batch: _Batch, dlq: Producer, fetcher: _Fetcher) -> None:
+        """Store one batch (the committer thread runs this, batches in order)."""
+        # Flush first: a rejected record must be on the dead-letter topic before
+        # the store moves past its offset.
+        if batch.rejected:
+            dlq.flush()
+        result = self._store.append(batch.events, batch.rejected)
+        fetcher.commit(batch.next_offsets)
+
+        stats = self._stats
+        stats.batches += 1
+        stats.records += batch.records
+        stats.accepted += result.accepted
+        stats.rejected += result.rejected
+        stats.skipped += result.skipped
+        logger.info(
+            "batch records=%d accepted=%d rejected=%d skipped=%d seconds=%.3f",
+            batch.records,
+            result.accepted,
+            result.rejected,
+            result.skipped,
+            time.perf_counter() - batch.received,
+        )
+        if batch.rejected:
+            first = batch.rejected[0]
+            logger.warning(
+                "rejected=%d first: topic=%s partition=%s offset=%s reason=%s",
+                len(batch.rejected),
+                first.topic,
+                first.partition,
+                first.offset,
+                first.reason,
+            )
+
+
+def dead_letter(
+    bad: Rejected, settings: Settings
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The key, value and headers of the dead-letter copy of ``bad``."""
+    headers = [
+        ("reason", bad.reason.encode()),
+        ("source_topic", bad.topic.encode()),
+        ("source_partition", str(bad.partition).encode()),
+        ("source_offset", str(bad.offset).encode()),
+    ]
+    value = bad.value
+    if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
+        headers.append(("truncated_from", str(len(value)).encode()))
+        value = value[: settings.max_event_bytes]
+    if value is None:
+        headers.append(("null_value", b"1"))
+        # Kafka refuses a record with neither key nor value.
+        if bad.key is None:
+            value = b""
+    return bad.key, value, headers
+
+
+def _format_stats(stats: IngestStats) -> str:
+    return (
+        f"batches={stats.batches} records={stats.records} accepted={stats.accepted} "
+        f"rejected={stats.rejected} skipped={stats.skipped}"
+    )
+
+
+class _Committer:
+    """Runs ``commit`` on batches in a thread of its own, one at a time, in order.
+
+    At most one batch waits while another commits, which bounds memory and
+    lets the store's work overlap with the parsing of the next batch.
+    """
+
+    def __init__(self, commit: Callable[[_Batch], None]) -> None:
+        self._commit = commit
+        self._cond = threading.Condition()
+        self._jobs: deque[_Batch] = deque()
+        self._busy = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="vrec-commit")
+        self._thread.start()
+
+    def submit(self, batch: _Batch) -> None:
+        """Queue ``batch``; wait while another one is already waiting."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._jobs or self._error is not None)
+            self._raise_error()
+            self._jobs.append(batch)
+            self._cond.notify_all()
+
+    def drain(self) -> None:
+        """Wait until every queued batch is committed."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: not (self._jobs or self._busy) or self._error is not None
+            )
+            self._raise_error()
+
+    def check(self) -> None:
+        """Raise the error that stopped the thread, if any."""
+        with self._cond:
+            self._raise_error()
+
+    def close(self) -> None:
+        """Commit what is queued (unless a commit failed) and end the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._jobs or self._closed)
+                if not self._jobs:
+                    return
+                batch = self._jobs.popleft()
+                self._busy = True
+                self._cond.notify_all()
+            try:
+                self._commit(batch)
+            except BaseException as exc:
+                with self._cond:
+                    self._error, self._busy = exc, False
+                    self._jobs.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+class _Fetcher:
+    """The parent's end of the fetch process (see :func:`_fetch_records`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._data, data_out = context.Pipe(duplex=False)
+        control_in, self._control = context.Pipe(duplex=False)
+        seek_in, self._seek = context.Pipe(duplex=False)
+        self._lock = threading.Lock()
+        self._process = context.Process(
+            target=_fetch_records,
+            args=(
+                settings,
+                logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+                os.getpid(),
+                data_out,
+                control_in,
+                seek_in,
+            ),
+            name="vrec-fetch",
+            daemon=True,
+        )
+        self._process.start()
+        for end in (data_out, control_in, seek_in):
+            end.close()
+
+    def receive(self, timeout_s: float) -> tuple[str, Any] | None:
+        """The next message of the fetch process, or None after ``timeout_s``."""
+        try:
+            if not self._data.poll(timeout_s):
+                return None
+            message: tuple[str, Any] = self._data.recv()
+        except (EOFError, OSError) as exc:
+            raise IngestError(
+                f"the fetch process ended (exit code {self._process.exitcode})"
+            ) from exc
+        if message[0] == "error":
+            raise IngestError(f"the fetch process failed: {message[1]}")
+        return message
+
+    def seek(self, offsets: dict[int, int | None]) -> None:
+        """Answer an assignment: the next offset per partition, None = beginning."""
+        self._seek.send(offsets)
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Ask the fetch process to commit these next offsets to the group."""
+        with self._lock:
+            self._control.send(("commit", offsets))
+
+    def stop(self, answer_assignment: Callable[[_Fetcher, list[int]], None]) -> None:
+        """Ask the fetch process to leave the group and exit; kill it if it hangs.
+
+        Records still arriving are dropped: they are not stored, so whoever
+        owns their partitions next reads them again.
+        """
+        try:
+            with self._lock:
+                self._control.send(("stop", None))
+            deadline = time.monotonic() + _STOP_WAIT_S
+            while time.monotonic() < deadline:
+                message = self.receive(0.1)
+                if message is not None and message[0] == "closed":
+                    break
+                if message is not None and message[0] == "assigned":
+                    answer_assignment(self, message[1])
+        except (OSError, VrecError) as exc:
+            logger.debug("fetch process stopped uncleanly: %s", exc)
+        self._process.join(timeout=_STOP_WAIT_S)
+        if self._process.is_alive():
+            logger.warning("fetch process did not exit; killing it")
+            self._process.kill()
+            self._process.join()
+        for end in (self._data, self._control, self._seek):
+            end.close()
+
+
+def _fetch_records(
+    settings: Settings,
+    log_level: str,
+    parent_pid: int,
+    data: Connection,
+    control: Connection,
+    seek: Connection,
+) -> None:
+    """The fetch process: poll the group and forward raw records to the parent.
+
+    It ignores SIGINT and SIGTERM (a terminal sends them to the whole process
+    group) and stops when the parent says so or is gone.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    standard = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    setup_logging(log_level if log_level in standard else "WARNING")
+    link = _ParentLink(parent_pid, data, seek)
+    consumer: GroupConsumer | None = None
+    try:
+        consumer = make_consumer(settings, link)
+        link.consumer = consumer
+        while link.parent_alive() and _obey(control, consumer):
+            records = consumer.poll(
+                settings.batch_max_records, settings.poll_timeout_ms
+            )
+            if records:
+                link.send(("records", _columns(records)))
+    except (BrokenPipeError, EOFError):
+        pass  # the parent is gone
+    except Exception as exc:
+        if link.parent_alive():
+            logger.exception("fetch process failed")
+            link.send_quietly(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        if consumer is not None:
+            consumer.close()
+        link.send_quietly(("closed", None))
+
+
+def _obey(control: Connection, consumer: GroupConsumer) -> bool:
+    """Carry out the parent's queued commands; False once told to stop."""
+    while control.poll():
+        command, body = control.recv()
+        if command == "stop":
+            return False
+        consumer.commit(body)
+    return True
+
+
+def _columns(records: list[Record]) -> list[Chunk]:
+    chunks: dict[int, Chunk] = {}
+    for r in records:
+        chunk = chunks.get(r.partition)
+        if chunk is None:
+            chunk = chunks[r.partition] = (r.partition, [], [], [])
+        chunk[1].append(r.offset)
+        chunk[2].append(r.key)
+        chunk[3].append(r.value)
+    return list(chunks.values())
+
+
+class _ParentLink:
+    """The fetch process's side of the pipes; it is also the rebalance listener."""
+
+    def __init__(self, parent_pid: int, data: Connection, seek: Connection) -> None:
+        self.consumer: GroupConsumer | None = None
+        self._parent_pid = parent_pid
+        self._data = data
+        self._seek = seek
+        # kafka-python calls the listener from its own IO thread.
+        self._lock = threading.Lock()
+
+    def parent_alive(self) -> bool:
+        return os.getppid() == self._parent_pid
+
+    def send(self, message: tuple[str, Any]) -> None:
+        with self._lock:
+            self._data.send(message)
+
+    def send_quietly(self, message: tuple[str, Any]) -> None:
+        with suppress(OSError):
+            self.send(message)
+
+    def assigned(self, partitions: list[int]) -> None:
+        """Seek each new partition to the store's offset, as the parent reads it."""
+        self.send(("assigned", partitions))
+        while not self._seek.poll(0.5):
+            if not self.parent_alive():
+                raise IngestError("the consumer process is gone")
+        offsets: dict[int, int | None] = self._seek.recv()
+        assert self.consumer is not None
+        for partition in partitions:
+            offset = offsets.get(partition)
+            if offset is None:
+                self.consumer.seek_to_beginning(partition)
+            else:
+                self.consumer.seek(partition, offset)
+
+    def revoked(self, partitions: list[int]) -> None:
+        self.send_quietly(("revoked", partitions))
+
+
+def run_consumer(settings: Settings, stop: threading.Event) -> IngestStats:
+    """The service: ingest until ``stop`` is set; what ``vrec consume`` runs."""
+    return Consumer(settings).run(stop)
