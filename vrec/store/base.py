@@ -163,6 +163,10 @@ class Store(ABC):
         """Current values of every pair that involves one of ``item_idx``."""
 
     @abstractmethod
+    def changed_interactions(self, since: int) -> Interactions:
+        """Current values of every pair touched by an event with seq > ``since``."""
+
+    @abstractmethod
     def user_ids(self, start: int = 0) -> list[str]:
         """User ids in index order, from index ``start``."""
 

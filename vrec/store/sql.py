@@ -339,6 +339,20 @@ class SQLStore(Store):
         sql = f"SELECT {_INTERACTION_COLUMNS} FROM interactions"
         return self._read_interactions(sql, "item_idx", item_idx)
 
+    def changed_interactions(self, since: int) -> Interactions:
+        """Current values of every pair touched by an event with seq > ``since``."""
+        # The events' sequence key finds the pairs, the interactions key their
+        # values: the cost follows the changes, not the size of the store.
+        columns = ", ".join(f"i.{c}" for c in _INTERACTION_COLUMNS.split(", "))
+        sql = (
+            f"SELECT {columns} FROM interactions i JOIN (SELECT DISTINCT user_idx, "
+            "item_idx FROM events WHERE seq > ?) e "
+            "ON i.user_idx = e.user_idx AND i.item_idx = e.item_idx"
+        )
+        with self._db.read() as cur:
+            cur.execute(self._db.sql(sql), (since,))
+            return Interactions.from_rows(cur.fetchall())
+
     def _read_interactions(
         self, sql: str, column: str, values: Sequence[int] | None
     ) -> Interactions:
