@@ -86,7 +86,7 @@ def test_item_rows_are_items_by_users() -> None:
     np.testing.assert_array_equal(m.toarray(), [[3.0, 0.0, 2.0]])
 
 
-def test_user_items_merges_replaced_rows() -> None:
+def test_user_items_keeps_full_rows_from_changed_pairs() -> None:
     first = interactions(
         (0, 0, 5.0, 0, 0.0, 0, 10),
         (1, 1, 4.0, 0, 0.0, 0, 20),
@@ -94,29 +94,62 @@ def test_user_items_merges_replaced_rows() -> None:
     )
     mirror = UserItems.from_interactions(first, 3.0)
     assert mirror.matrix().shape == (3, 3)
+    snapshot = mirror.matrix()
 
-    # User 1 changes twice, user 3 and item 4 are new; the later row wins.
-    mirror.replace(np.array([1]), interactions((1, 0, 2.0, 0, 0.0, 0, 25)))
-    rows = mirror.replace(
-        np.array([1, 3]),
+    # User 1 rates item 0 low, then also item 4 (new); user 3 is new.
+    assert mirror.apply(interactions((1, 0, 2.0, 0, 0.0, 0, 25))).tolist() == [1]
+    changed = mirror.apply(
         interactions(
-            (1, 0, 2.0, 0, 0.0, 0, 25),
             (1, 4, 5.0, 0, 0.0, 0, 40),
             (3, 2, 4.0, 0, 0.0, 0, 50),
-        ),
+            (1, 1, 4.0, 1, 0.5, 0, 45),
+        )
     )
-    assert rows.shape == (2, 5)
+    assert changed.tolist() == [1, 3]
+    rows = mirror.rows(np.array([3, 1, 0]))
+    np.testing.assert_array_equal(
+        rows.toarray(),
+        [[0, 0, 2.0, 0, 0], [-2.0, 3.0, 0, 0, 3.0], [3.0, 0, 0, 0, 0]],
+    )
     expected = np.array(
         [
             [3.0, 0, 0, 0, 0],
-            [-2.0, 0, 0, 0, 3.0],
+            [-2.0, 3.0, 0, 0, 3.0],
             [0, 0, 1.0, 0, 0],
             [0, 0, 2.0, 0, 0],
         ]
     )
     np.testing.assert_array_equal(mirror.matrix().toarray(), expected)
-    np.testing.assert_array_equal(mirror.last_ts(np.arange(4)), [10, 40, 30, 50])
+    np.testing.assert_array_equal(mirror.last_ts(np.arange(4)), [10, 45, 30, 50])
     np.testing.assert_array_equal(mirror.matrix().toarray(), expected)  # idempotent
+    assert (snapshot[1, 0], snapshot[1, 1]) == (0.0, 2.0)  # a snapshot never changes
+
+
+def test_user_items_matches_a_full_read_after_many_changes() -> None:
+    rng = np.random.default_rng(3)
+    rows = [
+        (
+            int(rng.integers(40)),
+            int(rng.integers(30)),
+            float(rng.integers(1, 6)),
+            0,
+            0.0,
+            0,
+            n,
+        )
+        for n in range(600)
+    ]
+    current: dict[tuple[int, int], tuple[int, int, float, int, float, int, int]] = {}
+    for row in rows[:200]:
+        current[row[:2]] = row
+    mirror = UserItems.from_interactions(interactions(*current.values()), 3.0)
+    for start in range(200, 600, 50):  # like the store: current values of the pairs
+        batch = {}
+        for row in rows[start : start + 50]:
+            current[row[:2]] = batch[row[:2]] = row
+        mirror.apply(interactions(*batch.values()))
+    full = UserItems.from_interactions(interactions(*current.values()), 3.0)
+    np.testing.assert_array_equal(mirror.matrix().toarray(), full.matrix().toarray())
 
 
 def test_popular_items_count_positive_users() -> None:

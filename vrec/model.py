@@ -29,8 +29,8 @@ above as they are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,20 +165,6 @@ def item_rows(
     return rows_matrix(item_idx, inter.item_idx, inter.user_idx, weights, n_users)
 
 
-def concat_interactions(parts: Sequence[Interactions]) -> Interactions:
-    """One :class:`Interactions` holding the rows of all ``parts``."""
-    if len(parts) == 1:
-        return parts[0]
-    if not parts:
-        return Interactions.from_rows([])
-    return Interactions(
-        *(
-            np.concatenate([getattr(p, f.name) for p in parts])
-            for f in fields(Interactions)
-        )
-    )
-
-
 def _with_columns(matrix: Matrix, n_cols: int) -> Matrix:
     """``matrix`` with ``n_cols`` columns: wider ones lose the columns beyond."""
     if matrix.shape[1] == n_cols:
@@ -193,17 +179,17 @@ def _with_columns(matrix: Matrix, n_cols: int) -> Matrix:
 class UserItems:
     """The users x items confidence matrix, kept equal to the store's current values.
 
-    A refit trains on :meth:`matrix`; between refits :meth:`replace` swaps in
-    the full rows of the users whose events arrived. Replaced rows wait in a
-    list and are merged on the next :meth:`matrix` call, so a fold-in costs
-    what its users cost, not what the whole matrix costs. A matrix returned by
-    :meth:`matrix` is never changed afterwards (a refit thread may hold it).
+    Filled once from a full read of the store, then kept current by
+    :meth:`apply` with the pairs changed since the last call, so a fold-in
+    reads what changed, not every user's history again. Changed rows wait in
+    a per-user overlay until :meth:`matrix` merges them; a matrix it returned
+    is never changed afterwards (a refit thread may hold it).
     """
 
     def __init__(self, dislike_below: float) -> None:
         self.dislike_below = dislike_below
         self._base: Matrix = empty_matrix(0, 0)
-        self._pending: list[tuple[IntArray, Matrix]] = []
+        self._overlay: dict[int, tuple[npt.NDArray[Any], F32Array]] = {}
         self._last_ts: IntArray = np.zeros(0, dtype=np.int64)
         self.n_users = 0
         self.n_items = 0
@@ -213,83 +199,105 @@ class UserItems:
         """The matrix of every pair in ``inter`` (a full read of the store)."""
         mirror = cls(dislike_below)
         if len(inter):
-            users = np.arange(int(inter.user_idx.max()) + 1, dtype=np.int64)
-            mirror.replace(users, inter)
-            mirror.matrix()
+            mirror._grow(int(inter.user_idx.max()) + 1, int(inter.item_idx.max()) + 1)
+            users = np.arange(mirror.n_users, dtype=np.int64)
+            mirror._base = user_rows(inter, users, mirror.n_items, dislike_below)
+            np.maximum.at(mirror._last_ts, inter.user_idx, inter.last_ts)
         return mirror
 
-    def replace(self, user_idx: IntArray, inter: Interactions) -> Matrix:
-        """Set the rows of ``user_idx`` to their pairs in ``inter``; return those rows.
-
-        ``inter`` must hold every pair of these users (their full history); a
-        user without pairs in it gets an empty row.
-        """
-        user_idx = np.asarray(user_idx, dtype=np.int64)
-        if len(inter):
-            self.n_items = max(self.n_items, int(inter.item_idx.max()) + 1)
-        if user_idx.size:
-            self.n_users = max(self.n_users, int(user_idx.max()) + 1)
-        rows = user_rows(inter, user_idx, self.n_items, self.dislike_below)
-        self._pending.append((user_idx, rows))
-
-        # The newest event time per user, for "what does this list reflect".
+    def _grow(self, n_users: int, n_items: int) -> None:
+        self.n_users = max(self.n_users, n_users)
+        self.n_items = max(self.n_items, n_items)
         if self._last_ts.size < self.n_users:
-            grown = np.zeros(self.n_users, dtype=np.int64)
+            grown = np.zeros(max(self.n_users, 2 * self._last_ts.size), dtype=np.int64)
             grown[: self._last_ts.size] = self._last_ts
             self._last_ts = grown
-        newest = np.zeros(user_idx.size, dtype=np.int64)
-        if len(inter):
-            pos = _positions(user_idx, inter.user_idx)
-            found = pos >= 0
-            np.maximum.at(newest, pos[found], inter.last_ts[found])
-        self._last_ts[user_idx] = newest
-        return rows
+
+    def apply(self, changed: Interactions) -> IntArray:
+        """Overwrite the pairs in ``changed`` with their current values.
+
+        Pairs are never deleted, so the rows stay whole: each is its user's
+        full history. Returns the users whose rows changed.
+        """
+        if not len(changed):
+            return np.zeros(0, dtype=np.int64)
+        users = np.unique(changed.user_idx)
+        self._grow(int(users[-1]) + 1, int(changed.item_idx.max()) + 1)
+        old = self.rows(users)
+        new = user_rows(changed, users, self.n_items, self.dislike_below)
+        merged = _overwrite(old, new)
+        for n, user in enumerate(users.tolist()):
+            start, stop = merged.indptr[n], merged.indptr[n + 1]
+            self._overlay[user] = (merged.indices[start:stop], merged.data[start:stop])
+        np.maximum.at(self._last_ts, changed.user_idx, changed.last_ts)
+        if len(self._overlay) > max(10_000, self.n_users // 4):
+            self.matrix()  # keeps rows() cheap and the overlay small
+        return users
+
+    def rows(self, user_idx: IntArray) -> Matrix:
+        """The current rows of ``user_idx``, one per user, in that order."""
+        users = np.asarray(user_idx, dtype=np.int64)
+        in_overlay = np.fromiter(
+            (u in self._overlay for u in users.tolist()), dtype=bool, count=users.size
+        )
+        from_base = np.flatnonzero(~in_overlay & (users < self._base.shape[0]))
+        base = self._base[users[from_base]].tocoo()
+        parts_r = [from_base[base.row]]
+        parts_c = [base.col]
+        parts_d = [base.data]
+        for n in np.flatnonzero(in_overlay).tolist():
+            cols, data = self._overlay[int(users[n])]
+            parts_r.append(np.full(cols.size, n, dtype=np.int64))
+            parts_c.append(cols)
+            parts_d.append(data)
+        return Matrix(
+            (
+                np.concatenate(parts_d),
+                (np.concatenate(parts_r), np.concatenate(parts_c)),
+            ),
+            shape=(users.size, self.n_items),
+        )
 
     def last_ts(self, user_idx: IntArray) -> IntArray:
         """The newest event time (epoch ms) of each user, 0 if none."""
         return self._last_ts[np.asarray(user_idx, dtype=np.int64)]
 
     def matrix(self) -> Matrix:
-        """The whole users x items matrix, with every replaced row merged in."""
-        if not self._pending and self._base.shape == (self.n_users, self.n_items):
+        """The whole users x items matrix, with every changed row merged in."""
+        if not self._overlay and self._base.shape == (self.n_users, self.n_items):
             return self._base
+        changed = np.fromiter(self._overlay, dtype=np.int64, count=len(self._overlay))
         base = self._base.tocoo()
-        keep = np.ones(self.n_users, dtype=bool)
-        parts_r: list[IntArray] = []
-        parts_c: list[npt.NDArray[Any]] = []
-        parts_d: list[npt.NDArray[Any]] = []
-
-        # Newest replacement first, so a user replaced twice keeps the later row.
-        for users, rows in reversed(self._pending):
-            fresh = keep[users]
-            keep[users] = False
-            chosen = rows[np.flatnonzero(fresh)].tocoo()
-            parts_r.append(users[fresh][chosen.row])
-            parts_c.append(chosen.col)
-            parts_d.append(chosen.data)
-        old = keep[base.row]
-        parts_r.append(base.row[old].astype(np.int64))
-        parts_c.append(base.col[old])
-        parts_d.append(base.data[old])
-
-        rows_all = np.concatenate(parts_r)
+        keep = ~np.isin(base.row, changed)
+        rows = self.rows(changed).tocoo()
         self._base = Matrix(
-            (np.concatenate(parts_d), (rows_all, np.concatenate(parts_c))),
+            (
+                np.concatenate([base.data[keep], rows.data]),
+                (
+                    np.concatenate([base.row[keep], changed[rows.row]]),
+                    np.concatenate([base.col[keep], rows.col]),
+                ),
+            ),
             shape=(self.n_users, self.n_items),
-            dtype=np.float32,
         )
-        self._pending = []
+        self._overlay = {}
         return self._base
 
 
-def _positions(keys: IntArray, values: IntArray) -> IntArray:
-    """For each of ``values``, its position in ``keys`` (unique), or -1."""
-    if keys.size == 0:
-        return np.full(values.size, -1, dtype=np.int64)
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    pos = np.minimum(np.searchsorted(sorted_keys, values), keys.size - 1)
-    return np.where(sorted_keys[pos] == values, order[pos], -1).astype(np.int64)
+def _overwrite(old: Matrix, new: Matrix) -> Matrix:
+    """``old`` with every entry of ``new`` (same shape) written over it."""
+    a, b = old.tocoo(), new.tocoo()
+    rows = np.concatenate([a.row, b.row])
+    cols = np.concatenate([a.col, b.col])
+    data = np.concatenate([a.data, b.data])
+    newer = np.concatenate([np.zeros(a.nnz, dtype=bool), np.ones(b.nnz, dtype=bool)])
+    order = np.lexsort((newer, cols, rows))
+    rows, cols, data = rows[order], cols[order], data[order]
+
+    # The last entry of each (row, col) run is the newest one.
+    last = np.ones(rows.size, dtype=bool)
+    last[:-1] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    return Matrix((data[last], (rows[last], cols[last])), shape=old.shape)
 
 
 def popular_items(user_items: Matrix, k: int) -> tuple[IntArray, F32Array]:
@@ -534,14 +542,7 @@ class AlsModel:
             known = c < self._n_items
             scores[r[known], c[known]] = -np.inf
 
-            top = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
-            finite = np.isfinite(top_scores)
-            out_idx[start:stop, :k_eff] = np.where(finite, top, -1)
-            out_scores[start:stop, :k_eff] = np.where(finite, top_scores, 0.0)
+            _top_k(scores, k_eff, out_idx[start:stop], out_scores[start:stop])
             personal[start:stop] = block.any(axis=1)
 
         if fallback is not None and not personal.all():
@@ -559,6 +560,31 @@ class AlsModel:
                 out_idx[n, : chosen.size] = chosen
                 out_scores[n, : chosen.size] = scores_fb[mask][:k]
         return Ranked(out_idx, out_scores, personal)
+
+
+def _top_k(scores: F32Array, k: int, out_idx: IntArray, out_scores: F32Array) -> None:
+    """Write the ``k`` best finite scores of each row, best first, into the outputs.
+
+    The k-th best value per row comes from ``np.partition`` (values only, about
+    twice as fast as ``argpartition``); the entries at or above it are few and
+    get sorted. Rows with fewer than ``k`` finite scores keep their -1 padding.
+    """
+    n_cols = scores.shape[1]
+    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k]
+    candidates = scores >= kth[:, None]
+    short = np.flatnonzero(kth == -np.inf)  # rows with fewer than k unseen items
+    if short.size:
+        candidates[short] &= scores[short] > -np.inf
+    rows, cols = np.nonzero(candidates)
+    values = scores[rows, cols]
+
+    # Best first within each row; ties keep the lower item index first.
+    order = np.lexsort((-values, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    rank = np.arange(rows.size) - np.searchsorted(rows, rows)
+    keep = rank < k
+    out_idx[rows[keep], rank[keep]] = cols[keep]
+    out_scores[rows[keep], rank[keep]] = values[keep]
 
 
 def _grown(buffer: F32Array, rows: int) -> F32Array:

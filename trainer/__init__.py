@@ -1,0 +1,1 @@
+"""The trainer service entry point: ``python -m trainer`` (see vrec.trainer)."""

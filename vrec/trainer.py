@@ -1,0 +1,723 @@
+"""The trainer: refits, fold-ins and publishing, as steps a scheduler calls.
+
+:class:`Trainer` holds the model in service and a copy of the store's current
+values (:class:`vrec.model.UserItems`). ``trainer/`` (the service) only calls
+:meth:`Trainer.step` in a loop; an offline replay can drive the same object.
+
+One :meth:`Trainer.step`:
+
+1. swaps in a finished background refit: the new model serves, its lists are
+   already in Redis, and the watermark goes back to the store sequence the
+   refit trained up to, so events that arrived during the refit are folded
+   into the new model in this same step (none is lost);
+2. notices a rollback (the version in service left ``model_dir``) and loads
+   the newest version left;
+3. folds in every user with events since the watermark, with the user's
+   FULL history; videos that are new since the last refit get (or refresh)
+   factors from their full column first; then publishes those users' lists;
+4. republishes every user if Redis does not hold the model in service
+   (the ``model`` key is missing: Redis restarted empty);
+5. starts a background refit when ``refit_interval_s`` has passed or the
+   events since the last refit reach ``refit_new_share`` of the events it
+   trained on (both counted in store change sequence numbers).
+
+A refit trains a fresh model on a snapshot of the in-memory matrix, saves a
+model version, and publishes every user, all in its own thread; fold-ins go
+on meanwhile. On start the newest saved version is loaded and everything
+after its sequence is folded in; without a usable version it refits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from vrec.config import Settings
+from vrec.errors import ModelError, StoreError, VrecError
+from vrec.model import (
+    AlsModel,
+    F32Array,
+    FitCancelled,
+    IntArray,
+    Matrix,
+    ModelParams,
+    UserItems,
+    item_rows,
+    limit_blas_threads,
+    popular_items,
+)
+from vrec.modelfile import (
+    ModelInfo,
+    SavedModel,
+    load_model,
+    prune,
+    save_model,
+    utc_now,
+    version_names,
+)
+from vrec.publish import Publisher, RedisClient, connect, encode_list, now_ms
+from vrec.store import Store, open_store
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR_CHECK_S = 2.0  # how often a running trainer looks for a rollback
+PUBLISH_CHUNK_USERS = 5000  # users ranked and written per round in a full publish
+MAX_RETRY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Served:
+    """The model in service and what belongs to it."""
+
+    model: AlsModel
+    info: ModelInfo
+    base_items: int  # items the fit saw; later ones get factors by fold-in
+    popular_idx: IntArray
+    popular_scores: F32Array
+
+    @property
+    def version(self) -> str:
+        """The model version."""
+        return self.info.version
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a refit trains on, taken in the loop's thread and never changed."""
+
+    user_items: Matrix
+    user_ids: list[str]
+    item_ids: list[str]
+    last_ts: IntArray
+    seq: int
+
+
+@dataclass
+class _RefitJob:
+    cancel: threading.Event = field(default_factory=threading.Event)
+    result: Served | None = None
+    failed: bool = False
+    republished: bool = False  # Redis was refilled from the old model meanwhile
+    thread: threading.Thread | None = None
+
+
+class Trainer:
+    """Keeps an ALS model and the Redis lists in step with the event store.
+
+    ``store`` is used from the calling thread only (background refits train
+    on a snapshot and need no store); ``redis_client`` is shared with the
+    refit thread, which redis-py allows.
+    """
+
+    def __init__(self, settings: Settings, store: Store, redis_client: RedisClient):
+        limit_blas_threads()
+        self.settings = settings
+        self.store = store
+        self.publisher = Publisher(redis_client, settings.redis_prefix)
+        self.params = ModelParams.from_settings(settings)
+        self.served: Served | None = None
+        self.watermark = 0  # every event with a sequence up to this is folded in
+        self._mirror: UserItems | None = None
+        self._user_ids: list[str] = []
+        self._item_ids: list[str] = []
+        self._job: _RefitJob | None = None
+        self._base_time = time.monotonic()  # when the refit schedule last restarted
+        self._base_seq = 0
+        self._dir_checked = 0.0
+        self._said_empty = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> bool:
+        """Load the newest usable model (or refit), catch up, fill Redis if needed.
+
+        Returns False while the store holds no interactions yet.
+        """
+        self._load_mirror()
+        saved = self._newest_usable()
+        if saved is not None:
+            self._install(saved, hold=False)
+            logger.info(
+                "resumed version=%s trained_seq=%d store_seq=%d",
+                saved.info.version,
+                saved.info.trained_seq,
+                self._mirror_seq,
+            )
+        elif self._matrix_is_empty():
+            if not self._said_empty:
+                logger.info("store holds no interactions yet; waiting for events")
+                self._said_empty = True
+            return False
+        else:
+            self.refit()
+        self.fold_in_step()
+        self.ensure_published()
+        return True
+
+    def step(self) -> None:
+        """One round of the service loop (see the module docstring)."""
+        if self.served is None:
+            self.start()
+            return
+        self._collect_refit()
+        self._check_model_dir()
+        self.fold_in_step()
+        self.ensure_published()
+        if self._job is None:
+            reason = self._refit_due()
+            if reason is not None:
+                self.start_refit(reason)
+
+    def close(self) -> None:
+        """Stop a running refit (it ends within one ALS iteration) and wait for it."""
+        job, self._job = self._job, None
+        if job is not None and job.thread is not None:
+            job.cancel.set()
+            job.thread.join()
+
+    # -- refits ------------------------------------------------------------
+
+    def refit(self) -> ModelInfo:
+        """Refit from scratch now: train, save, publish every user, serve it."""
+        self.close()
+        if self._mirror is None:
+            self._load_mirror()
+        served = self._train(self._snapshot(), cancel=None)
+        self._swap(served, republish=False)
+        return served.info
+
+    def start_refit(self, reason: str = "requested") -> bool:
+        """Start a refit in a background thread; False if one is running."""
+        if self._job is not None or self._mirror is None:
+            return False
+        snapshot = self._snapshot()
+        job = _RefitJob()
+        job.thread = threading.Thread(
+            target=self._run_job, args=(job, snapshot), name="vrec-refit", daemon=True
+        )
+        self._job = job
+        logger.info(
+            "refit started reason=%s seq=%d users=%d interactions=%d",
+            reason,
+            snapshot.seq,
+            snapshot.user_items.shape[0],
+            snapshot.user_items.nnz,
+        )
+        job.thread.start()
+        return True
+
+    @property
+    def refit_running(self) -> bool:
+        """True while a background refit has not been swapped in (or dropped)."""
+        return self._job is not None
+
+    def wait_for_refit(self, timeout_s: float | None = None) -> bool:
+        """Wait for a background refit and swap it in; False if it is still running."""
+        job = self._job
+        if job is None or job.thread is None:
+            return True
+        job.thread.join(timeout_s)
+        if job.thread.is_alive():
+            return False
+        self._collect_refit()
+        return True
+
+    def _run_job(self, job: _RefitJob, snapshot: _Snapshot) -> None:
+        try:
+            job.result = self._train(snapshot, cancel=job.cancel.is_set)
+        except FitCancelled:
+            job.failed = True
+            logger.info("refit cancelled")
+        except VrecError as exc:
+            job.failed = True
+            logger.error("refit failed error=%s; the model in service stays", exc)
+        except Exception:
+            job.failed = True
+            logger.exception("refit crashed; the model in service stays")
+
+    def _train(self, snap: _Snapshot, cancel: Callable[[], bool] | None) -> Served:
+        """Fit, save and publish a new model; touches no trainer state (threads)."""
+        started = time.perf_counter()
+        trained_at = utc_now()
+        n_users, n_items = snap.user_items.shape
+        if snap.user_items.nnz == 0:
+            raise ModelError("the store holds no interactions to train on")
+        model = AlsModel.fit(
+            snap.user_items,
+            self.params,
+            n_users=n_users,
+            n_items=n_items,
+            cancel=cancel,
+        )
+        fit_s = time.perf_counter() - started
+        popular_idx, popular_scores = popular_items(
+            snap.user_items, self.settings.popular_k
+        )
+        info = save_model(
+            self.settings.model_dir,
+            model,
+            user_ids=snap.user_ids,
+            item_ids=snap.item_ids,
+            popular_idx=popular_idx,
+            popular_scores=popular_scores,
+            trained_seq=snap.seq,
+            trained_at=trained_at,
+            interactions=int(snap.user_items.nnz),
+            params=self.params.to_dict(),
+            fit_seconds=fit_s,
+        )
+        served = Served(model, info, n_items, popular_idx, popular_scores)
+        saved_at = time.perf_counter()
+        published = publish_all(
+            served,
+            self.publisher,
+            snap.user_items,
+            snap.user_ids,
+            snap.item_ids,
+            snap.last_ts,
+            self.settings.top_k,
+            cancel,
+        )
+        logger.info(
+            "refit version=%s users=%d items=%d interactions=%d seq=%d published=%d "
+            "fit_s=%.3f publish_s=%.3f seconds=%.3f",
+            info.version,
+            n_users,
+            n_items,
+            info.interactions,
+            snap.seq,
+            published,
+            fit_s,
+            time.perf_counter() - saved_at,
+            time.perf_counter() - started,
+        )
+        return served
+
+    def _collect_refit(self) -> None:
+        job = self._job
+        if job is None or job.thread is None or job.thread.is_alive():
+            return
+        self._job = None
+        if job.result is None:
+            # Failed: wait a whole interval (or share) before trying again.
+            self._base_time, self._base_seq = time.monotonic(), self.watermark
+            return
+        self._swap(job.result, republish=job.republished)
+
+    def _swap(self, served: Served, republish: bool) -> None:
+        """Serve ``served``; fold in from the sequence it was trained up to."""
+        previous = self.served.version if self.served else None
+        self.served = served
+        self.watermark = served.info.trained_seq
+        self._base_time, self._base_seq = time.monotonic(), served.info.trained_seq
+        if republish:
+            self.republish_all()
+        else:
+            self.publisher.write_model(self._model_meta())
+        prune(
+            self.settings.model_dir, self.settings.keep_models, protect=served.version
+        )
+        logger.info("serving version=%s previous=%s", served.version, previous)
+
+    def _refit_due(self) -> str | None:
+        if self.served is None:
+            return None
+        if time.monotonic() - self._base_time >= self.settings.refit_interval_s:
+            return "interval"
+        new = self.watermark - self._base_seq
+        trained = max(self.served.info.trained_seq, 1)
+        if new > 0 and new >= self.settings.refit_new_share * trained:
+            return "new_events"
+        return None
+
+    # -- fold-in -----------------------------------------------------------
+
+    def fold_in_step(self) -> int:
+        """Fold in everything since the watermark and publish the users it touched.
+
+        Returns the number of lists published.
+        """
+        served, mirror = self.served, self._mirror
+        if served is None or mirror is None:
+            return 0
+        changes = self.store.changes_since(self.watermark)
+        if changes.events == 0 or changes.last_seq <= self.watermark:
+            return 0
+        started = time.perf_counter()
+        model = served.model
+        dislike_below = self.params.dislike_below
+
+        # The changed pairs make each touched row whole again (full history);
+        # any user index the model has not seen yet is folded in too (no gaps).
+        changed = mirror.apply(self.store.changed_interactions(self.watermark))
+        users = np.union1d(changes.user_idx, changed)
+        if users.size and int(users[-1]) >= model.n_users:
+            users = np.union1d(users, np.arange(model.n_users, int(users[-1]) + 1))
+        new_users = int(np.count_nonzero(users >= model.n_users))
+        rows = mirror.rows(users)
+        model.fold_in_users(users, rows)
+
+        # Videos the last fit did not see get factors from their full column,
+        # then their users are folded again to use them.
+        young = changes.item_idx[changes.item_idx >= served.base_items]
+        if mirror.n_items > model.n_items:
+            young = np.union1d(young, np.arange(model.n_items, mirror.n_items))
+        new_items = max(mirror.n_items - model.n_items, 0)
+        if young.size:
+            columns = self.store.item_interactions(young.tolist())
+            model.fold_in_items(
+                young, item_rows(columns, young, model.n_users, dislike_below)
+            )
+            touched = _rows_touching(rows, young)
+            model.fold_in_users(users[touched], Matrix(rows[touched]))
+
+        published = self._publish_users(served, users, rows)
+        self.watermark = changes.last_seq
+        logger.info(
+            "fold-in users=%d new_users=%d items=%d new_items=%d events=%d seq=%d "
+            "seconds=%.3f",
+            users.size,
+            new_users,
+            young.size,
+            new_items,
+            changes.events,
+            changes.last_seq,
+            time.perf_counter() - started,
+        )
+        return published
+
+    def _publish_users(self, served: Served, users: IntArray, rows: Matrix) -> int:
+        model = served.model
+        self._sync_ids(model.n_users, model.n_items)
+        ranked = model.recommend(
+            users, rows, self.settings.top_k, served.popular_idx, served.popular_scores
+        )
+        assert self._mirror is not None
+        values = encode_lists(
+            served.version,
+            users,
+            ranked.item_idx,
+            ranked.scores,
+            ranked.personal,
+            self._mirror.last_ts(users),
+            self._user_ids,
+            self._item_ids,
+        )
+        return self.publisher.write_lists(values)
+
+    # -- Redis -------------------------------------------------------------
+
+    def ensure_published(self) -> bool:
+        """Republish every user unless Redis holds the model in service.
+
+        Returns True if it republished.
+        """
+        if self.served is None:
+            return False
+        meta = self.publisher.read_model()
+        if meta is not None and meta.get("version") == self.served.version:
+            return False
+        logger.info(
+            "redis holds model=%s, serving %s: republishing every user",
+            None if meta is None else meta.get("version"),
+            self.served.version,
+        )
+        if self._job is not None:
+            self._job.republished = True
+        self.republish_all()
+        return True
+
+    def republish_all(self) -> int:
+        """Publish every user's list, the popular list and the model metadata."""
+        served, mirror = self.served, self._mirror
+        if served is None or mirror is None:
+            return 0
+        started = time.perf_counter()
+        matrix = mirror.matrix()
+        n_users = min(matrix.shape[0], served.model.n_users)
+        self._sync_ids(n_users, served.model.n_items)
+        published = publish_all(
+            served,
+            self.publisher,
+            Matrix(matrix[:n_users]),
+            self._user_ids,
+            self._item_ids,
+            mirror.last_ts(np.arange(n_users, dtype=np.int64)),
+            self.settings.top_k,
+        )
+        self.publisher.write_model(self._model_meta())
+        logger.info(
+            "republished users=%d version=%s seconds=%.3f",
+            published,
+            served.version,
+            time.perf_counter() - started,
+        )
+        return published
+
+    def _model_meta(self) -> dict[str, object]:
+        assert self.served is not None
+        info = self.served.info
+        return {
+            "version": info.version,
+            "trained_at": info.trained_at,
+            "trained_seq": info.trained_seq,
+            "users": info.users,
+            "items": info.items,
+            "interactions": info.interactions,
+            "params": info.params,
+        }
+
+    # -- the store and model files ------------------------------------------
+
+    def _load_mirror(self) -> None:
+        """Read every current value from the store (start-up only)."""
+        started = time.perf_counter()
+        seq = self.store.last_seq()  # before reading: the copy holds at least this
+        inter = self.store.interactions()
+        self._mirror = UserItems.from_interactions(inter, self.params.dislike_below)
+        self._mirror_seq = seq
+        if self.served is None:
+            self.watermark = seq
+        if len(inter):
+            logger.info(
+                "read store interactions=%d users=%d items=%d seq=%d seconds=%.3f",
+                len(inter),
+                self._mirror.n_users,
+                self._mirror.n_items,
+                seq,
+                time.perf_counter() - started,
+            )
+
+    def _matrix_is_empty(self) -> bool:
+        return self._mirror is None or self._mirror.matrix().nnz == 0
+
+    def _snapshot(self) -> _Snapshot:
+        assert self._mirror is not None
+        matrix = self._mirror.matrix()
+        n_users, n_items = matrix.shape
+        self._sync_ids(n_users, n_items)
+        return _Snapshot(
+            user_items=matrix,
+            user_ids=self._user_ids[:n_users],
+            item_ids=self._item_ids[:n_items],
+            last_ts=self._mirror.last_ts(np.arange(n_users, dtype=np.int64)),
+            seq=self.watermark,
+        )
+
+    def _sync_ids(self, n_users: int, n_items: int) -> None:
+        """Make sure the user and item ids of indices below these counts are known."""
+        if len(self._user_ids) < n_users:
+            self._user_ids.extend(self.store.user_ids(len(self._user_ids)))
+        if len(self._item_ids) < n_items:
+            self._item_ids.extend(self.store.item_ids(len(self._item_ids)))
+        if len(self._user_ids) < n_users or len(self._item_ids) < n_items:
+            raise StoreError(
+                f"the store knows {len(self._user_ids)} users and "
+                f"{len(self._item_ids)} items, the model needs {n_users} and {n_items}"
+            )
+
+    def _newest_usable(self) -> SavedModel | None:
+        """The newest saved version that loads and matches the store, if any."""
+        for name in version_names(self.settings.model_dir):
+            try:
+                saved = load_model(self.settings.model_dir, name)
+                self._check_against_store(saved)
+            except ModelError as exc:
+                logger.error("cannot use model version=%s error=%s", name, exc)
+                continue
+            return saved
+        return None
+
+    def _check_against_store(self, saved: SavedModel) -> None:
+        last_seq = self.store.last_seq()
+        if saved.info.trained_seq > last_seq:
+            raise ModelError(
+                f"trained up to seq={saved.info.trained_seq} but the store ends at "
+                f"seq={last_seq}: the store was replaced"
+            )
+        self._sync_ids(saved.info.users, saved.info.items)
+        if (
+            self._user_ids[: saved.info.users] != saved.user_ids
+            or self._item_ids[: saved.info.items] != saved.item_ids
+        ):
+            raise ModelError("its id mapping differs from the store's indices")
+
+    def _install(self, saved: SavedModel, hold: bool) -> None:
+        """Serve a loaded version; fold in from its sequence on the next step.
+
+        ``hold`` (after a rollback) restarts the refit schedule now; otherwise
+        the schedule counts from when the version was trained.
+        """
+        self.served = Served(
+            saved.model,
+            saved.info,
+            saved.info.items,
+            saved.popular_idx,
+            saved.popular_scores,
+        )
+        self.watermark = saved.info.trained_seq
+        if hold:
+            self._base_time, self._base_seq = time.monotonic(), self.store.last_seq()
+        else:
+            age = max(0.0, time.time() - _epoch_s(saved.info.trained_at))
+            self._base_time = time.monotonic() - age
+            self._base_seq = saved.info.trained_seq
+
+    def _check_model_dir(self) -> None:
+        """Serve the newest version left if the one in service was rolled back."""
+        now = time.monotonic()
+        if self.served is None or self._job is not None:
+            return
+        if now - self._dir_checked < MODEL_DIR_CHECK_S:
+            return
+        self._dir_checked = now
+        names = version_names(self.settings.model_dir)
+        if not names or self.served.version in names:
+            return
+        saved = self._newest_usable()
+        if saved is None:
+            return
+        logger.info(
+            "version=%s left model_dir (rolled back); serving version=%s",
+            self.served.version,
+            saved.info.version,
+        )
+        self._install(saved, hold=True)
+
+
+def _rows_touching(
+    rows: Matrix, items: IntArray
+) -> np.ndarray[tuple[int], np.dtype[np.bool_]]:
+    """Which rows have an entry in one of ``items``."""
+    hit = np.isin(rows.indices, items)
+    row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+    touched = np.zeros(rows.shape[0], dtype=bool)
+    touched[row_of[hit]] = True
+    return touched
+
+
+def _epoch_s(iso: str) -> float:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
+
+
+def encode_lists(
+    version: str,
+    users: IntArray,
+    item_idx: IntArray,
+    scores: F32Array,
+    personal: np.ndarray[tuple[int], np.dtype[np.bool_]],
+    last_ts: IntArray,
+    user_ids: list[str],
+    item_ids: list[str],
+) -> Iterator[tuple[str, bytes]]:
+    """(user_id, JSON value) per user, from ranked item indices (-1 pads)."""
+    published = now_ms()
+    rounded = np.round(scores.astype(np.float64), 5).tolist()
+    ranked = item_idx.tolist()
+    for n, user in enumerate(users.tolist()):
+        row = ranked[n]
+        cut = row.index(-1) if -1 in row else len(row)
+        user_id = user_ids[user]
+        yield (
+            user_id,
+            encode_list(
+                user_id,
+                [item_ids[i] for i in row[:cut]],
+                rounded[n][:cut],
+                "personal" if personal[n] else "popular",
+                version,
+                int(last_ts[n]),
+                published,
+            ),
+        )
+
+
+def publish_all(
+    served: Served,
+    publisher: Publisher,
+    user_items: Matrix,
+    user_ids: list[str],
+    item_ids: list[str],
+    last_ts: IntArray,
+    top_k: int,
+    cancel: Callable[[], bool] | None = None,
+) -> int:
+    """Publish the list of every row of ``user_items`` and the popular list."""
+    model = served.model
+    n_users = user_items.shape[0]
+    published = 0
+    for start in range(0, n_users, PUBLISH_CHUNK_USERS):
+        if cancel is not None and cancel():
+            raise FitCancelled("publish cancelled")
+        users = np.arange(start, min(start + PUBLISH_CHUNK_USERS, n_users))
+        rows = Matrix(user_items[start : start + users.size])
+        ranked = model.recommend(
+            users, rows, top_k, served.popular_idx, served.popular_scores
+        )
+        values = encode_lists(
+            served.version,
+            users,
+            ranked.item_idx,
+            ranked.scores,
+            ranked.personal,
+            last_ts[users],
+            user_ids,
+            item_ids,
+        )
+        published += publisher.write_lists(values)
+    publisher.write_popular(
+        [item_ids[i] for i in served.popular_idx.tolist()],
+        np.round(served.popular_scores.astype(np.float64), 5).tolist(),
+        served.version,
+    )
+    return published
+
+
+def run_trainer(settings: Settings, stop: threading.Event, once: bool = False) -> None:
+    """The trainer service: step every ``fold_interval_s`` until ``stop`` is set.
+
+    ``once``: one full refit from the store, publish every user, save the
+    model, return. Errors of a step are logged and the step retried with
+    back-off; the model in service stays.
+    """
+    logger.info("trainer starting once=%s settings=%s", once, settings.masked())
+    client = connect(settings.redis_url)
+    try:
+        with open_store(settings.store_url) as store:
+            trainer = Trainer(settings, store, client)
+            try:
+                if once:
+                    info = trainer.refit()
+                    logger.info("trained once version=%s", info.version)
+                    return
+                _loop(trainer, settings, stop)
+            finally:
+                trainer.close()
+    finally:
+        client.close()
+        logger.info("trainer stopped")
+
+
+def _loop(trainer: Trainer, settings: Settings, stop: threading.Event) -> None:
+    failures = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            trainer.step()
+            failures = 0
+        except VrecError as exc:
+            failures += 1
+            delay = min(settings.fold_interval_s * 2**failures, MAX_RETRY_S)
+            logger.error("trainer step failed error=%s retry_in_s=%.1f", exc, delay)
+            stop.wait(delay)
+            continue
+        stop.wait(max(0.0, settings.fold_interval_s - (time.monotonic() - started)))
