@@ -31,12 +31,32 @@ logger = logging.getLogger(__name__)
 
 _INTERACTION_COLUMNS = "user_idx, item_idx, rating, views, watch, liked, last_ts"
 
+_EVENT_COLUMNS = (
+    "user_idx",
+    "item_idx",
+    "event_type",
+    "rating",
+    "watch_fraction",
+    "ts",
+    "event_id",
+    "topic",
+    "part",
+    "kafka_offset",
+)
+_UPSERT_COLUMNS = (
+    "user_idx",
+    "item_idx",
+    "rating",
+    "rating_ts",
+    "views",
+    "watch",
+    "liked",
+    "last_ts",
+    "seq",
+)
 # A later event by event time wins the rating; a late, older one is kept in
 # the event log only. Ties go to the event that arrived last.
-_UPSERT_INTERACTION = """
-INSERT INTO interactions
-    (user_idx, item_idx, rating, rating_ts, views, watch, liked, last_ts, seq)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+_ON_CONFLICT_INTERACTION = """
 ON CONFLICT (user_idx, item_idx) DO UPDATE SET
     rating = CASE WHEN excluded.rating IS NOT NULL AND (interactions.rating_ts
         IS NULL OR excluded.rating_ts >= interactions.rating_ts)
@@ -79,6 +99,14 @@ class Dialect(Protocol):
     def begin_write(self) -> Any: ...
     def read(self) -> Any: ...
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]: ...
+    def insert_rows(
+        self,
+        cur: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        conflict: str = "",
+    ) -> None: ...
     def close(self) -> None: ...
 
 
@@ -172,12 +200,10 @@ class SQLStore(Store):
             )
 
             # The event log: one row per accepted event, in arrival order.
-            cur.executemany(
-                q(
-                    "INSERT INTO events (user_idx, item_idx, event_type, rating, "
-                    "watch_fraction, ts, event_id, topic, part, kafka_offset) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ),
+            self._db.insert_rows(
+                cur,
+                "events",
+                _EVENT_COLUMNS,
                 [
                     (
                         users[s.event.user_id],
@@ -258,12 +284,7 @@ class SQLStore(Store):
                 cur.execute(f"SELECT COALESCE(MAX({idx_col}), -1) + 1 FROM {table}")
                 start = int(cur.fetchone()[0])
                 rows = [(start + n, i) for n, i in enumerate(new)]
-                cur.executemany(
-                    self._db.sql(
-                        f"INSERT INTO {table} ({idx_col}, {id_col}) VALUES (?, ?)"
-                    ),
-                    rows,
-                )
+                self._db.insert_rows(cur, table, (idx_col, id_col), rows)
                 cache.update((i, n) for n, i in rows)
         return {i: cache[i] for i in wanted}
 
@@ -282,12 +303,15 @@ class SQLStore(Store):
             if agg is None:
                 agg = pairs[key] = _Aggregate()
             agg.add(s.event)
-        cur.executemany(
-            self._db.sql(_UPSERT_INTERACTION),
+        self._db.insert_rows(
+            cur,
+            "interactions",
+            _UPSERT_COLUMNS,
             [
                 (u, i, a.rating, a.rating_ts, a.views, a.watch, a.liked, a.last_ts, seq)
                 for (u, i), a in pairs.items()
             ],
+            conflict=_ON_CONFLICT_INTERACTION,
         )
 
     # -- reading ---------------------------------------------------------
