@@ -119,6 +119,8 @@ class Consumer:
             rating_max=settings.rating_max,
         )
         self._stats = IngestStats()
+        self.partitions: frozenset[int] = frozenset()
+        """The partitions of the topic this consumer owns right now."""
 
     def run(self, stop: threading.Event, max_batches: int | None = None) -> IngestStats:
         """Ingest until ``stop`` is set (or ``max_batches`` were polled).
@@ -167,7 +169,8 @@ class Consumer:
             elif kind == "assigned":
                 committer.drain()
                 self._answer_assignment(fetcher, body)
-            elif kind == "revoked":
+            elif kind == "revoked" and body:
+                self.partitions = self.partitions.difference(body)
                 logger.info("revoked topic=%s partitions=%s", self._topic, body)
 
     def _answer_assignment(self, fetcher: _Fetcher, partitions: list[int]) -> None:
@@ -175,6 +178,7 @@ class Consumer:
         stored = self._store.offsets(self._topic)
         offsets = {p: stored.get(p) for p in partitions}
         fetcher.seek(offsets)
+        self.partitions = self.partitions.union(partitions)
         logger.info(
             "assigned topic=%s partitions=%s offsets=%s",
             self._topic,
@@ -441,10 +445,11 @@ def _fetch_records(
     setup_logging(log_level if log_level in standard else "WARNING")
     link = _ParentLink(parent_pid, data, seek)
     consumer: GroupConsumer | None = None
+    committed: dict[int, int] = {}
     try:
         consumer = make_consumer(settings, link)
         link.consumer = consumer
-        while link.parent_alive() and _obey(control, consumer):
+        while link.parent_alive() and _obey(control, consumer, committed):
             records = consumer.poll(
                 settings.batch_max_records, settings.poll_timeout_ms
             )
@@ -458,16 +463,21 @@ def _fetch_records(
             link.send_quietly(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         if consumer is not None:
+            # The last offsets the store committed, so lag reads right after exit.
+            consumer.commit(committed, wait=True)
             consumer.close()
         link.send_quietly(("closed", None))
 
 
-def _obey(control: Connection, consumer: GroupConsumer) -> bool:
+def _obey(
+    control: Connection, consumer: GroupConsumer, committed: dict[int, int]
+) -> bool:
     """Carry out the parent's queued commands; False once told to stop."""
     while control.poll():
         command, body = control.recv()
         if command == "stop":
             return False
+        committed.update(body)
         consumer.commit(body)
     return True
 

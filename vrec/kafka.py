@@ -112,11 +112,12 @@ class GroupConsumer:
         """Read ``partition`` from its oldest record on the next poll."""
         self._consumer.seek_to_beginning(TopicPartition(self.topic, partition))
 
-    def commit(self, offsets: dict[int, int]) -> None:
-        """Commit next offsets to the group without waiting; failures are logged.
+    def commit(self, offsets: dict[int, int], wait: bool = False) -> None:
+        """Commit next offsets of owned partitions to the group; log failures.
 
         vrec keeps its offsets in the store; the group's copy only feeds lag
         monitoring, so a failed commit (say, after a rebalance) is harmless.
+        Without ``wait`` the commit is sent in the background.
         """
         owned = set(self.assignment())
         wanted = {
@@ -124,8 +125,15 @@ class GroupConsumer:
             for p, o in offsets.items()
             if p in owned
         }
-        if wanted:
+        if not wanted:
+            return
+        if not wait:
             self._consumer.commit_async(wanted, callback=_log_commit)
+            return
+        try:
+            self._consumer.commit(wanted, timeout_ms=5000)
+        except kafka.errors.KafkaError as exc:
+            logger.debug("group offset commit failed offsets=%s error=%s", offsets, exc)
 
     def close(self) -> None:
         """Leave the group and close connections."""

@@ -217,11 +217,8 @@ def _json_rows(handle: Any) -> Iterator[_Row | _Problem]:
             continue
         try:
             body = json.loads(text)
-        except ValueError as exc:
-            column = getattr(exc, "colno", None)
-            yield _Problem(
-                line, None if column is None else str(column), f"not JSON: {exc}"
-            )
+        except json.JSONDecodeError as exc:
+            yield _Problem(line, str(exc.colno), f"not JSON: {exc.msg}")
             continue
         if not isinstance(body, dict):
             reason = f"not a JSON object but {type(body).__name__}"
