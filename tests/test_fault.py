@@ -1,0 +1,138 @@
+"""The consumer process killed mid-stream, and stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.kafka_helpers import (
+    ConsumerProcess,
+    assert_exactly_once,
+    make_settings,
+    produce_events,
+    rating_events,
+    stored_count,
+    stored_rows,
+    wait_until,
+)
+from vrec.config import Settings
+from vrec.devservers import LocalServer
+from vrec.events import Event
+from vrec.kafka import ensure_topics, make_producer
+from vrec.store import open_store
+
+EVENTS = 3000
+KILLS = 4
+
+
+def test_sigkill_mid_stream_then_restart_stores_every_event_once(
+    broker: LocalServer, topic: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    # Small batches make many transactions, so a kill lands between or inside one;
+    # events keep arriving (about 20 s worth) while the consumer dies and restarts.
+    settings = make_settings(broker, topic, sqlite_url, batch_max_records=20)
+    ensure_topics(settings)
+    events = rating_events(EVENTS)
+    rng = random.Random(3)
+    counts_at_kill = []
+
+    with trickle(settings, events, per_second=150) as produced:
+        for run in range(KILLS):
+            process = ConsumerProcess(settings, tmp_path / f"consumer-{run}.log")
+            try:
+                before = stored_count(sqlite_url)
+                wait_until(
+                    lambda: stored_count(sqlite_url) >= before + 100,  # noqa: B023
+                    60,
+                    f"progress past {before}",
+                )
+                time.sleep(rng.uniform(0.0, 0.05))
+                counts_at_kill.append(stored_count(sqlite_url))
+                process.signal(signal.SIGKILL)
+                process.wait(10)
+                # Its fetch process sees the parent gone, leaves the group, exits.
+                wait_until(
+                    lambda: not process.group_alive(),  # noqa: B023
+                    20,
+                    "the orphan to exit",
+                )
+            finally:
+                process.kill_all()
+        mid_stream = sum(c < EVENTS for c in counts_at_kill)
+    assert produced.is_set()
+    assert mid_stream >= KILLS - 1, counts_at_kill
+
+    process = ConsumerProcess(settings, tmp_path / "consumer-last.log")
+    try:
+        wait_until(lambda: "assigned" in process.log_tail(), 60, "an assignment")
+        wait_until(lambda: stored_count(sqlite_url) >= EVENTS, 60, "every event")
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.log_tail()
+    finally:
+        process.kill_all()
+    assert_exactly_once(sqlite_url, events)
+
+
+@contextmanager
+def trickle(
+    settings: Settings, events: list[Event], per_second: float
+) -> Iterator[threading.Event]:
+    """Produce ``events`` in a thread at about ``per_second``; the event is set
+    when all were sent. The block's end waits for the thread."""
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        producer = make_producer(settings)
+        try:
+            chunk = max(1, int(per_second / 10))
+            for start in range(0, len(events), chunk):
+                for event in events[start : start + chunk]:
+                    producer.send(settings.topic, event.key(), event.to_json())
+                producer.flush(30)
+                time.sleep(0.1)
+            done.set()
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            producer.close()
+
+    thread = threading.Thread(target=send, name="trickle")
+    thread.start()
+    try:
+        yield done
+    finally:
+        thread.join(120)
+    if failed:
+        raise failed[0]
+
+
+def test_sigterm_finishes_the_batch_and_exits_zero(
+    broker: LocalServer, topic: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(broker, topic, sqlite_url, batch_max_records=50)
+    ensure_topics(settings)
+    produce_events(settings, rating_events(EVENTS))
+    process = ConsumerProcess(settings, tmp_path / "consumer.log")
+    try:
+        wait_until(lambda: stored_count(sqlite_url) > 0, 60, "the first batch")
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.log_tail()
+        wait_until(lambda: not process.group_alive(), 20, "the fetch process to exit")
+    finally:
+        process.kill_all()
+    assert "consumer stopped" in process.log_tail(), process.log_tail()
+
+    # Whole batches only: per partition, offsets 0..n-1 and the next offset n.
+    rows = stored_rows(sqlite_url)
+    with open_store(sqlite_url) as store:
+        offsets = store.offsets(topic)
+    for partition, next_offset in offsets.items():
+        stored = sorted(r[2] for r in rows if r[1] == partition)
+        assert stored == list(range(next_offset))
+    assert sum(offsets.values()) == len(rows) > 0
