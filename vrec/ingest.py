@@ -35,10 +35,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
@@ -51,8 +51,8 @@ from vrec.errors import InvalidEvent, VrecError
 from vrec.events import EventRules
 from vrec.kafka import (
     GroupConsumer,
+    PartitionRecords,
     Producer,
-    Record,
     ensure_topics,
     make_consumer,
     make_producer,
@@ -69,10 +69,6 @@ DLQ_MAX_VALUE_BYTES = 900_000
 _STOP_WAIT_S = 15.0
 _WAKE_S = 0.2  # how often the loop looks at the stop event when idle
 
-# (partition, offsets, keys, values): one partition's records, as columns,
-# which the fetch process pickles much faster than record objects.
-Chunk = tuple[int, list[int], list[bytes | None], list[bytes | None]]
-
 
 class IngestError(VrecError):
     """The fetch process failed or vanished."""
@@ -87,6 +83,9 @@ class IngestStats:
     accepted: int = 0
     rejected: int = 0
     skipped: int = 0
+
+    def __str__(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in vars(self).items())
 
 
 @dataclass
@@ -104,7 +103,9 @@ class Consumer:
     """Reads ``settings.topic`` in the group ``settings.group_id`` into a store.
 
     ``store`` defaults to ``open_store(settings.store_url)``, closed by
-    :meth:`run`; a store passed in is left open.
+    :meth:`run`; a store passed in is left open. :meth:`run` starts the fetch
+    process with multiprocessing's "spawn" method, so a script that calls it
+    must guard its entry point with ``if __name__ == "__main__":``.
     """
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
@@ -145,7 +146,7 @@ class Consumer:
             )
             committer.close()
             committer.check()
-        logger.info("consumer stopped %s", _format_stats(self._stats))
+        logger.info("consumer stopped %s", self._stats)
         return replace(self._stats)
 
     def _loop(
@@ -153,7 +154,7 @@ class Consumer:
         stop: threading.Event,
         fetcher: _Fetcher,
         committer: _Committer,
-        parse: Callable[[Sequence[Chunk]], _Batch],
+        parse: Callable[[Sequence[PartitionRecords]], _Batch],
         max_batches: int | None,
     ) -> None:
         polled = 0
@@ -186,7 +187,7 @@ class Consumer:
             {p: "beginning" if o is None else o for p, o in offsets.items()},
         )
 
-    def _parse(self, chunks: Sequence[Chunk], dlq: Producer) -> _Batch:
+    def _parse(self, chunks: Sequence[PartitionRecords], dlq: Producer) -> _Batch:
         """Validate a polled batch; send the bad records to the dead-letter topic."""
         batch = _Batch(received=time.perf_counter())
         parse, topic = self._rules.parse, self._topic
@@ -272,82 +273,52 @@ def dead_letter(
     return bad.key, value, headers
 
 
-def _format_stats(stats: IngestStats) -> str:
-    return (
-        f"batches={stats.batches} records={stats.records} accepted={stats.accepted} "
-        f"rejected={stats.rejected} skipped={stats.skipped}"
-    )
-
-
 class _Committer:
     """Runs ``commit`` on batches in a thread of its own, one at a time, in order.
 
-    At most one batch waits while another commits, which bounds memory and
-    lets the store's work overlap with the parsing of the next batch.
+    One batch waits while another commits: memory stays bounded and the
+    store's work overlaps with the parsing of the next batch. After a failed
+    commit the rest are dropped and the error is raised to the caller.
     """
 
     def __init__(self, commit: Callable[[_Batch], None]) -> None:
         self._commit = commit
-        self._cond = threading.Condition()
-        self._jobs: deque[_Batch] = deque()
-        self._busy = False
-        self._closed = False
+        self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="vrec-commit")
         self._thread.start()
 
     def submit(self, batch: _Batch) -> None:
         """Queue ``batch``; wait while another one is already waiting."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._jobs or self._error is not None)
-            self._raise_error()
-            self._jobs.append(batch)
-            self._cond.notify_all()
+        self.check()
+        self._queue.put(batch)
 
     def drain(self) -> None:
         """Wait until every queued batch is committed."""
-        with self._cond:
-            self._cond.wait_for(
-                lambda: not (self._jobs or self._busy) or self._error is not None
-            )
-            self._raise_error()
+        self._queue.join()
+        self.check()
 
     def check(self) -> None:
-        """Raise the error that stopped the thread, if any."""
-        with self._cond:
-            self._raise_error()
-
-    def close(self) -> None:
-        """Commit what is queued (unless a commit failed) and end the thread."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join()
-
-    def _raise_error(self) -> None:
+        """Raise the error of a failed commit, if any."""
         if self._error is not None:
             raise self._error
 
+    def close(self) -> None:
+        """Commit what is queued (unless a commit failed) and end the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._jobs or self._closed)
-                if not self._jobs:
-                    return
-                batch = self._jobs.popleft()
-                self._busy = True
-                self._cond.notify_all()
+        while (batch := self._queue.get()) is not None:
             try:
-                self._commit(batch)
+                if self._error is None:
+                    self._commit(batch)
             except BaseException as exc:
-                with self._cond:
-                    self._error, self._busy = exc, False
-                    self._jobs.clear()
-                    self._cond.notify_all()
-                return
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
+                self._error = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
 
 
 class _Fetcher:
@@ -392,12 +363,20 @@ class _Fetcher:
 
     def seek(self, offsets: dict[int, int | None]) -> None:
         """Answer an assignment: the next offset per partition, None = beginning."""
-        self._seek.send(offsets)
+        self._send(self._seek, offsets)
 
     def commit(self, offsets: dict[int, int]) -> None:
         """Ask the fetch process to commit these next offsets to the group."""
-        with self._lock:
-            self._control.send(("commit", offsets))
+        self._send(self._control, ("commit", offsets))
+
+    def _send(self, pipe: Connection, message: Any) -> None:
+        try:
+            with self._lock:
+                pipe.send(message)
+        except OSError as exc:
+            raise IngestError(
+                f"the fetch process is gone (exit code {self._process.exitcode})"
+            ) from exc
 
     def stop(self, answer_assignment: Callable[[_Fetcher, list[int]], None]) -> None:
         """Ask the fetch process to leave the group and exit; kill it if it hangs.
@@ -406,8 +385,7 @@ class _Fetcher:
         owns their partitions next reads them again.
         """
         try:
-            with self._lock:
-                self._control.send(("stop", None))
+            self._send(self._control, ("stop", None))
             deadline = time.monotonic() + _STOP_WAIT_S
             while time.monotonic() < deadline:
                 message = self.receive(0.1)
@@ -450,11 +428,11 @@ def _fetch_records(
         consumer = make_consumer(settings, link)
         link.consumer = consumer
         while link.parent_alive() and _obey(control, consumer, committed):
-            records = consumer.poll(
+            chunks = consumer.poll_partitions(
                 settings.batch_max_records, settings.poll_timeout_ms
             )
-            if records:
-                link.send(("records", _columns(records)))
+            if chunks:
+                link.send(("records", chunks))
     except (BrokenPipeError, EOFError):
         pass  # the parent is gone
     except Exception as exc:
@@ -480,18 +458,6 @@ def _obey(
         committed.update(body)
         consumer.commit(body)
     return True
-
-
-def _columns(records: list[Record]) -> list[Chunk]:
-    chunks: dict[int, Chunk] = {}
-    for r in records:
-        chunk = chunks.get(r.partition)
-        if chunk is None:
-            chunk = chunks[r.partition] = (r.partition, [], [], [])
-        chunk[1].append(r.offset)
-        chunk[2].append(r.key)
-        chunk[3].append(r.value)
-    return list(chunks.values())
 
 
 class _ParentLink:

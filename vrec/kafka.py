@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import kafka
 import kafka.errors
@@ -37,8 +36,7 @@ class BrokerError(VrecError):
     """Kafka could not be reached, or refused a request."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One Kafka record, as vrec sees it."""
 
     topic: str
@@ -46,6 +44,15 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+class PartitionRecords(NamedTuple):
+    """Records of one partition as parallel lists: cheap to build and to pickle."""
+
+    partition: int
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
 
 
 class RebalanceListener(Protocol):
@@ -98,6 +105,26 @@ class GroupConsumer:
             Record(r.topic, r.partition, r.offset, r.key, r.value)
             for records in fetched.values()
             for r in records
+        ]
+
+    def poll_partitions(
+        self, max_records: int, timeout_ms: int
+    ) -> list[PartitionRecords]:
+        """Like :meth:`poll`, grouped by partition, without a record object each."""
+        try:
+            fetched = self._consumer.poll(
+                timeout_ms=timeout_ms, max_records=max_records
+            )
+        except kafka.errors.KafkaError as exc:
+            raise BrokerError(f"poll of topic {self.topic!r} failed: {exc}") from exc
+        return [
+            PartitionRecords(
+                tp.partition,
+                [r.offset for r in records],
+                [r.key for r in records],
+                [r.value for r in records],
+            )
+            for tp, records in fetched.items()
         ]
 
     def assignment(self) -> list[int]:
