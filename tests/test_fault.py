@@ -6,8 +6,6 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tests.kafka_helpers import (
@@ -28,20 +26,20 @@ from vrec.store import open_store
 
 EVENTS = 3000
 KILLS = 4
+MAX_EVENTS = 20_000
 
 
 def test_sigkill_mid_stream_then_restart_stores_every_event_once(
     broker: LocalServer, topic: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    # Small batches make many transactions, so a kill lands between or inside one;
-    # events keep arriving (about 20 s worth) while the consumer dies and restarts.
+    # Small batches make many transactions, so a kill lands between or inside one.
+    # Events keep arriving all the while the consumer dies and restarts.
     settings = make_settings(broker, topic, sqlite_url, batch_max_records=20)
     ensure_topics(settings)
-    events = rating_events(EVENTS)
     rng = random.Random(3)
     counts_at_kill = []
 
-    with trickle(settings, events, per_second=150) as produced:
+    with Trickle(settings, per_second=150) as trickle:
         for run in range(KILLS):
             process = ConsumerProcess(settings, tmp_path / f"consumer-{run}.log")
             try:
@@ -63,14 +61,13 @@ def test_sigkill_mid_stream_then_restart_stores_every_event_once(
                 )
             finally:
                 process.kill_all()
-        mid_stream = sum(c < EVENTS for c in counts_at_kill)
-    assert produced.is_set()
-    assert mid_stream >= KILLS - 1, counts_at_kill
+    events = trickle.sent
+    assert counts_at_kill == sorted(counts_at_kill) and counts_at_kill[-1] < len(events)
 
     process = ConsumerProcess(settings, tmp_path / "consumer-last.log")
     try:
         wait_until(lambda: "assigned" in process.log_tail(), 60, "an assignment")
-        wait_until(lambda: stored_count(sqlite_url) >= EVENTS, 60, "every event")
+        wait_until(lambda: stored_count(sqlite_url) >= len(events), 60, "all events")
         process.signal(signal.SIGTERM)
         assert process.wait(30) == 0, process.log_tail()
     finally:
@@ -78,38 +75,43 @@ def test_sigkill_mid_stream_then_restart_stores_every_event_once(
     assert_exactly_once(sqlite_url, events)
 
 
-@contextmanager
-def trickle(
-    settings: Settings, events: list[Event], per_second: float
-) -> Iterator[threading.Event]:
-    """Produce ``events`` in a thread at about ``per_second``; the event is set
-    when all were sent. The block's end waits for the thread."""
-    done = threading.Event()
-    failed: list[BaseException] = []
+class Trickle:
+    """Produces rating events in a thread, about ``per_second``, until the block
+    ends (at most ``MAX_EVENTS``); ``sent`` lists those delivered."""
 
-    def send() -> None:
-        producer = make_producer(settings)
+    def __init__(self, settings: Settings, per_second: float) -> None:
+        self.sent: list[Event] = []
+        self._settings = settings
+        self._chunk = max(1, int(per_second / 10))
+        self._stop = threading.Event()
+        self._failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._send, name="trickle")
+
+    def __enter__(self) -> Trickle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        assert not self._thread.is_alive()
+        if self._failed:
+            raise self._failed[0]
+
+    def _send(self) -> None:
+        producer = make_producer(self._settings)
         try:
-            chunk = max(1, int(per_second / 10))
-            for start in range(0, len(events), chunk):
-                for event in events[start : start + chunk]:
-                    producer.send(settings.topic, event.key(), event.to_json())
+            while not self._stop.is_set() and len(self.sent) < MAX_EVENTS:
+                chunk = rating_events(self._chunk, start=len(self.sent))
+                for event in chunk:
+                    producer.send(self._settings.topic, event.key(), event.to_json())
                 producer.flush(30)
-                time.sleep(0.1)
-            done.set()
+                self.sent += chunk
+                self._stop.wait(0.1)
         except BaseException as exc:
-            failed.append(exc)
+            self._failed.append(exc)
         finally:
             producer.close()
-
-    thread = threading.Thread(target=send, name="trickle")
-    thread.start()
-    try:
-        yield done
-    finally:
-        thread.join(120)
-    if failed:
-        raise failed[0]
 
 
 def test_sigterm_finishes_the_batch_and_exits_zero(
