@@ -13,7 +13,6 @@ from vrec.model import (
     AlsModel,
     Matrix,
     ModelParams,
-    UserItems,
     confidence,
     item_rows,
     popular_items,
@@ -21,6 +20,7 @@ from vrec.model import (
     user_rows,
 )
 from vrec.store import Interactions
+from vrec.useritems import UserItems
 
 NAN = float("nan")
 PLANTED_PARAMS = ModelParams(factors=4)  # the rank of the planted structure

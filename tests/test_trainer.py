@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +23,7 @@ from tests.modeldata import (
     tutorial_rows,
 )
 from vrec.config import Settings
+from vrec.errors import ModelError
 from vrec.events import Event, EventType
 from vrec.model import AlsModel
 from vrec.modelfile import rollback, version_names
@@ -391,3 +396,37 @@ def test_a_rollback_is_served_by_the_running_trainer(
     assert trainer.served.version == "v000001"
     assert read(client, "u001").model_version == "v000001"
     assert read(client, "nobody").model_version == "v000001"
+
+
+# -- the service entry point ----------------------------------------------
+
+
+def test_python_m_trainer_serves_until_sigterm(
+    sqlite_url: str, redis_url: str, tmp_path: Path, store: Store, client: redis.Redis
+) -> None:
+    append_ratings(store, tutorial_rows())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VREC_")}
+    env |= {
+        "VREC_STORE_URL": sqlite_url,
+        "VREC_REDIS_URL": redis_url,
+        "VREC_MODEL_DIR": str(tmp_path / "models"),
+        "VREC_FOLD_INTERVAL_S": "0.05",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer"], env=env, cwd=Path(__file__).parent.parent
+    )
+    try:
+        wait_until(lambda: read(client, "u001").source == "personal", timeout_s=60)
+        append_ratings(store, [("u001", "v003", 5.0)], ts=LATER)
+        wait_until(lambda: "v003" not in read(client, "u001").items)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_once_on_an_empty_store_is_an_error(settings: Settings) -> None:
+    with pytest.raises(ModelError, match="no interactions"):
+        run_trainer(settings, threading.Event(), once=True)

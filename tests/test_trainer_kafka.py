@@ -18,6 +18,7 @@ from vrec.ingest import run_consumer
 from vrec.kafka import ensure_topics, make_producer
 from vrec.modelfile import version_names
 from vrec.publish import connect
+from vrec.store import open_store
 from vrec.trainer import run_trainer
 
 
@@ -53,6 +54,7 @@ def services(
         topic_partitions=2,
     )
     ensure_topics(settings)
+    open_store(sqlite_url).close()  # both services then open an existing file
     stop = threading.Event()
     threads = [
         threading.Thread(target=run_consumer, args=(settings, stop), name="consumer"),

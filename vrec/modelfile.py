@@ -34,6 +34,7 @@ import numpy as np
 
 from vrec.errors import ModelError
 from vrec.model import AlsModel, F32Array, IntArray
+from vrec.store.base import Store
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +258,38 @@ def load_model(model_dir: Path, version: str | None = None) -> SavedModel:
     if popular_idx.size and (popular_idx.min() < 0 or popular_idx.max() >= info.items):
         raise ModelError(f"{path}: popular items outside the model")
     return SavedModel(model, user_ids, item_ids, popular_idx, popular_scores, info)
+
+
+def newest_usable(model_dir: Path, store: Store) -> SavedModel | None:
+    """The newest version that loads and belongs to ``store``; None if none does.
+
+    A version belongs to the store when the store has seen at least the
+    change sequence it was trained up to and the store's first user and
+    item ids are the version's (a rebuilt store assigns other indices).
+    Unusable versions are logged and skipped.
+    """
+    for name in version_names(model_dir):
+        try:
+            saved = load_model(model_dir, name)
+            _check_against(saved, store)
+        except ModelError as exc:
+            logger.error("cannot use model version=%s error=%s", name, exc)
+            continue
+        return saved
+    return None
+
+
+def _check_against(saved: SavedModel, store: Store) -> None:
+    last_seq = store.last_seq()
+    if saved.info.trained_seq > last_seq:
+        raise ModelError(
+            f"trained up to seq={saved.info.trained_seq} but the store ends at "
+            f"seq={last_seq}: the store was replaced"
+        )
+    users = store.user_ids(0)[: saved.info.users]
+    items = store.item_ids(0)[: saved.info.items]
+    if users != saved.user_ids or items != saved.item_ids:
+        raise ModelError("its id mapping differs from the store's indices")
 
 
 def rollback(model_dir: Path) -> ModelInfo:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -42,12 +42,10 @@ from vrec.config import Settings
 from vrec.errors import ModelError, StoreError, VrecError
 from vrec.model import (
     AlsModel,
-    F32Array,
     FitCancelled,
     IntArray,
     Matrix,
     ModelParams,
-    UserItems,
     item_rows,
     limit_blas_threads,
     popular_items,
@@ -55,36 +53,21 @@ from vrec.model import (
 from vrec.modelfile import (
     ModelInfo,
     SavedModel,
-    load_model,
+    newest_usable,
     prune,
     save_model,
     utc_now,
     version_names,
 )
-from vrec.publish import Publisher, RedisClient, connect, encode_list, now_ms
+from vrec.publish import Publisher, RedisClient, connect
+from vrec.serving import BoolArray, Served, publish_all, publish_users
 from vrec.store import Store, open_store
+from vrec.useritems import UserItems
 
 logger = logging.getLogger(__name__)
 
 MODEL_DIR_CHECK_S = 2.0  # how often a running trainer looks for a rollback
-PUBLISH_CHUNK_USERS = 5000  # users ranked and written per round in a full publish
 MAX_RETRY_S = 30.0
-
-
-@dataclass(frozen=True)
-class Served:
-    """The model in service and what belongs to it."""
-
-    model: AlsModel
-    info: ModelInfo
-    base_items: int  # items the fit saw; later ones get factors by fold-in
-    popular_idx: IntArray
-    popular_scores: F32Array
-
-    @property
-    def version(self) -> str:
-        """The model version."""
-        return self.info.version
 
 
 @dataclass(frozen=True)
@@ -102,7 +85,6 @@ class _Snapshot:
 class _RefitJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     result: Served | None = None
-    failed: bool = False
     republished: bool = False  # Redis was refilled from the old model meanwhile
     thread: threading.Thread | None = None
 
@@ -131,6 +113,7 @@ class Trainer:
         self._base_seq = 0
         self._dir_checked = 0.0
         self._said_empty = False
+        self._mirror_seq = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -140,7 +123,7 @@ class Trainer:
         Returns False while the store holds no interactions yet.
         """
         self._load_mirror()
-        saved = self._newest_usable()
+        saved = newest_usable(self.settings.model_dir, self.store)
         if saved is not None:
             self._install(saved, hold=False)
             logger.info(
@@ -232,13 +215,10 @@ class Trainer:
         try:
             job.result = self._train(snapshot, cancel=job.cancel.is_set)
         except FitCancelled:
-            job.failed = True
             logger.info("refit cancelled")
         except VrecError as exc:
-            job.failed = True
             logger.error("refit failed error=%s; the model in service stays", exc)
         except Exception:
-            job.failed = True
             logger.exception("refit crashed; the model in service stays")
 
     def _train(self, snap: _Snapshot, cancel: Callable[[], bool] | None) -> Served:
@@ -319,7 +299,7 @@ class Trainer:
         if republish:
             self.republish_all()
         else:
-            self.publisher.write_model(self._model_meta())
+            self.publisher.write_model(served.meta())
         prune(
             self.settings.model_dir, self.settings.keep_models, protect=served.version
         )
@@ -393,23 +373,18 @@ class Trainer:
         return published
 
     def _publish_users(self, served: Served, users: IntArray, rows: Matrix) -> int:
-        model = served.model
-        self._sync_ids(model.n_users, model.n_items)
-        ranked = model.recommend(
-            users, rows, self.settings.top_k, served.popular_idx, served.popular_scores
-        )
         assert self._mirror is not None
-        values = encode_lists(
-            served.version,
+        self._sync_ids(served.model.n_users, served.model.n_items)
+        return publish_users(
+            served,
+            self.publisher,
             users,
-            ranked.item_idx,
-            ranked.scores,
-            ranked.personal,
+            rows,
             self._mirror.last_ts(users),
             self._user_ids,
             self._item_ids,
+            self.settings.top_k,
         )
-        return self.publisher.write_lists(values)
 
     # -- Redis -------------------------------------------------------------
 
@@ -451,7 +426,7 @@ class Trainer:
             mirror.last_ts(np.arange(n_users, dtype=np.int64)),
             self.settings.top_k,
         )
-        self.publisher.write_model(self._model_meta())
+        self.publisher.write_model(served.meta())
         logger.info(
             "republished users=%d version=%s seconds=%.3f",
             published,
@@ -459,19 +434,6 @@ class Trainer:
             time.perf_counter() - started,
         )
         return published
-
-    def _model_meta(self) -> dict[str, object]:
-        assert self.served is not None
-        info = self.served.info
-        return {
-            "version": info.version,
-            "trained_at": info.trained_at,
-            "trained_seq": info.trained_seq,
-            "users": info.users,
-            "items": info.items,
-            "interactions": info.interactions,
-            "params": info.params,
-        }
 
     # -- the store and model files ------------------------------------------
 
@@ -522,32 +484,6 @@ class Trainer:
                 f"{len(self._item_ids)} items, the model needs {n_users} and {n_items}"
             )
 
-    def _newest_usable(self) -> SavedModel | None:
-        """The newest saved version that loads and matches the store, if any."""
-        for name in version_names(self.settings.model_dir):
-            try:
-                saved = load_model(self.settings.model_dir, name)
-                self._check_against_store(saved)
-            except ModelError as exc:
-                logger.error("cannot use model version=%s error=%s", name, exc)
-                continue
-            return saved
-        return None
-
-    def _check_against_store(self, saved: SavedModel) -> None:
-        last_seq = self.store.last_seq()
-        if saved.info.trained_seq > last_seq:
-            raise ModelError(
-                f"trained up to seq={saved.info.trained_seq} but the store ends at "
-                f"seq={last_seq}: the store was replaced"
-            )
-        self._sync_ids(saved.info.users, saved.info.items)
-        if (
-            self._user_ids[: saved.info.users] != saved.user_ids
-            or self._item_ids[: saved.info.items] != saved.item_ids
-        ):
-            raise ModelError("its id mapping differs from the store's indices")
-
     def _install(self, saved: SavedModel, hold: bool) -> None:
         """Serve a loaded version; fold in from its sequence on the next step.
 
@@ -562,6 +498,7 @@ class Trainer:
             saved.popular_scores,
         )
         self.watermark = saved.info.trained_seq
+        self._user_ids, self._item_ids = list(saved.user_ids), list(saved.item_ids)
         if hold:
             self._base_time, self._base_seq = time.monotonic(), self.store.last_seq()
         else:
@@ -580,7 +517,7 @@ class Trainer:
         names = version_names(self.settings.model_dir)
         if not names or self.served.version in names:
             return
-        saved = self._newest_usable()
+        saved = newest_usable(self.settings.model_dir, self.store)
         if saved is None:
             return
         logger.info(
@@ -591,9 +528,7 @@ class Trainer:
         self._install(saved, hold=True)
 
 
-def _rows_touching(
-    rows: Matrix, items: IntArray
-) -> np.ndarray[tuple[int], np.dtype[np.bool_]]:
+def _rows_touching(rows: Matrix, items: IntArray) -> BoolArray:
     """Which rows have an entry in one of ``items``."""
     hit = np.isin(rows.indices, items)
     row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
@@ -609,102 +544,45 @@ def _epoch_s(iso: str) -> float:
         return time.time()
 
 
-def encode_lists(
-    version: str,
-    users: IntArray,
-    item_idx: IntArray,
-    scores: F32Array,
-    personal: np.ndarray[tuple[int], np.dtype[np.bool_]],
-    last_ts: IntArray,
-    user_ids: list[str],
-    item_ids: list[str],
-) -> Iterator[tuple[str, bytes]]:
-    """(user_id, JSON value) per user, from ranked item indices (-1 pads)."""
-    published = now_ms()
-    rounded = np.round(scores.astype(np.float64), 5).tolist()
-    ranked = item_idx.tolist()
-    for n, user in enumerate(users.tolist()):
-        row = ranked[n]
-        cut = row.index(-1) if -1 in row else len(row)
-        user_id = user_ids[user]
-        yield (
-            user_id,
-            encode_list(
-                user_id,
-                [item_ids[i] for i in row[:cut]],
-                rounded[n][:cut],
-                "personal" if personal[n] else "popular",
-                version,
-                int(last_ts[n]),
-                published,
-            ),
-        )
-
-
-def publish_all(
-    served: Served,
-    publisher: Publisher,
-    user_items: Matrix,
-    user_ids: list[str],
-    item_ids: list[str],
-    last_ts: IntArray,
-    top_k: int,
-    cancel: Callable[[], bool] | None = None,
-) -> int:
-    """Publish the list of every row of ``user_items`` and the popular list."""
-    model = served.model
-    n_users = user_items.shape[0]
-    published = 0
-    for start in range(0, n_users, PUBLISH_CHUNK_USERS):
-        if cancel is not None and cancel():
-            raise FitCancelled("publish cancelled")
-        users = np.arange(start, min(start + PUBLISH_CHUNK_USERS, n_users))
-        rows = Matrix(user_items[start : start + users.size])
-        ranked = model.recommend(
-            users, rows, top_k, served.popular_idx, served.popular_scores
-        )
-        values = encode_lists(
-            served.version,
-            users,
-            ranked.item_idx,
-            ranked.scores,
-            ranked.personal,
-            last_ts[users],
-            user_ids,
-            item_ids,
-        )
-        published += publisher.write_lists(values)
-    publisher.write_popular(
-        [item_ids[i] for i in served.popular_idx.tolist()],
-        np.round(served.popular_scores.astype(np.float64), 5).tolist(),
-        served.version,
-    )
-    return published
-
-
 def run_trainer(settings: Settings, stop: threading.Event, once: bool = False) -> None:
     """The trainer service: step every ``fold_interval_s`` until ``stop`` is set.
 
     ``once``: one full refit from the store, publish every user, save the
-    model, return. Errors of a step are logged and the step retried with
-    back-off; the model in service stays.
+    model, return. Otherwise errors are logged and retried with back-off (a
+    store that cannot be opened yet, a failed step); the model in service
+    stays.
     """
     logger.info("trainer starting once=%s settings=%s", once, settings.masked())
     client = connect(settings.redis_url)
     try:
-        with open_store(settings.store_url) as store:
+        store = open_store(settings.store_url) if once else _open_store(settings, stop)
+        if store is None:
+            return
+        with store:
             trainer = Trainer(settings, store, client)
             try:
                 if once:
                     info = trainer.refit()
                     logger.info("trained once version=%s", info.version)
-                    return
-                _loop(trainer, settings, stop)
+                else:
+                    _loop(trainer, settings, stop)
             finally:
                 trainer.close()
     finally:
         client.close()
         logger.info("trainer stopped")
+
+
+def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
+    delay = settings.fold_interval_s
+    while not stop.is_set():
+        try:
+            return open_store(settings.store_url)
+        except StoreError as exc:
+            logger.error("cannot open the store error=%s retry_in_s=%.1f", exc, delay)
+            stop.wait(delay)
+            delay = min(2 * delay, MAX_RETRY_S)
+    return None
 
 
 def _loop(trainer: Trainer, settings: Settings, stop: threading.Event) -> None:
