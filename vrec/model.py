@@ -13,15 +13,16 @@ use it. With ``d = dislike_below`` (default 3.0):
 
 - a rating ``r >= d`` is positive with confidence ``1 + (r - d)``
   (3 -> 1, 4 -> 2, 5 -> 3);
-- a view adds ``0.5 + watch`` (``watch`` is the largest watch fraction seen,
-  0 when none was sent), so a viewed video is a weak positive on its own;
+- a view adds ``1 + watch`` (``watch`` is the largest watch fraction seen,
+  0 when none was sent), so a video watched to the end counts like a 4;
 - a like adds ``2``;
 - a rating ``r < d`` is a dislike: ``-(1 + (d - r))`` (2 -> -2, 1 -> -3),
   whatever views or likes the pair also has. implicit reads a negative value
   as "preference 0 with confidence |value|", pushing the item away from the
   user more firmly than an item never seen (confidence 1).
 
-No pair maps to 0. implicit multiplies every value by ``alpha`` (also the
+No pair maps to anything between -1 and 1, so none weighs less than a
+video never seen (confidence 1). implicit multiplies every value by ``alpha`` (also the
 negative ones) in ``fit`` and in fold-ins alike; alpha=1.0 keeps the numbers
 above as they are.
 """
@@ -50,7 +51,7 @@ IntArray = npt.NDArray[np.int64]
 F32Array = npt.NDArray[np.float32]
 Matrix = sp.csr_matrix  # implicit needs csr_matrix, not csr_array
 
-VIEW_BASE = 0.5
+VIEW_BASE = 1.0
 LIKE_WEIGHT = 2.0
 
 

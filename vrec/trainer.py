@@ -195,6 +195,13 @@ class Trainer:
         job.thread.start()
         return True
 
+    def user_items(self) -> Matrix:
+        """The current users x items matrix: what the next refit trains on."""
+        if self._mirror is None:
+            self._load_mirror()
+        assert self._mirror is not None
+        return self._mirror.matrix()
+
     @property
     def refit_running(self) -> bool:
         """True while a background refit has not been swapped in (or dropped)."""
