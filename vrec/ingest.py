@@ -121,7 +121,7 @@ class Consumer:
         )
         self._stats = IngestStats()
         self.partitions: frozenset[int] = frozenset()
-        """The partitions of the topic this consumer owns right now."""
+        """The partitions assigned to this consumer, as its last rebalance left them."""
 
     def run(self, stop: threading.Event, max_batches: int | None = None) -> IngestStats:
         """Ingest until ``stop`` is set (or ``max_batches`` were polled).
