@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.kafka_helpers import (
     ConsumerProcess,
     assert_exactly_once,
@@ -29,6 +31,7 @@ KILLS = 4
 MAX_EVENTS = 20_000
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_then_restart_stores_every_event_once(
     broker: LocalServer, topic: str, sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from tests.kafka_helpers import (
@@ -88,6 +89,7 @@ def test_a_restarted_consumer_reads_only_what_is_new(
     assert_exactly_once(sqlite_url, first + second)
 
 
+@pytest.mark.slow
 def test_two_consumers_in_one_group_store_every_event_once(
     broker: LocalServer, topic: str, pg_url: str
 ) -> None:
