@@ -1,7 +1,7 @@
 """The trainer: refits, fold-ins and publishing, as steps a scheduler calls.
 
 :class:`Trainer` holds the model in service and a copy of the store's current
-values (:class:`vrec.model.UserItems`). ``trainer/`` (the service) only calls
+values (:class:`vrec.useritems.UserItems`). ``trainer/`` (the service) only calls
 :meth:`Trainer.step` in a loop; an offline replay can drive the same object.
 
 One :meth:`Trainer.step`:
@@ -32,34 +32,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 
 from vrec.config import Settings
-from vrec.errors import ModelError, StoreError, VrecError
+from vrec.errors import StoreError, VrecError
 from vrec.model import (
-    AlsModel,
-    FitCancelled,
     IntArray,
     Matrix,
     ModelParams,
     item_rows,
     limit_blas_threads,
-    popular_items,
 )
 from vrec.modelfile import (
     ModelInfo,
     SavedModel,
     newest_usable,
     prune,
-    save_model,
-    utc_now,
     version_names,
 )
 from vrec.publish import Publisher, RedisClient, connect
+from vrec.refit import RefitJob, Snapshot, train
 from vrec.serving import BoolArray, Served, publish_all, publish_users
 from vrec.store import Store, open_store
 from vrec.useritems import UserItems
@@ -68,25 +62,6 @@ logger = logging.getLogger(__name__)
 
 MODEL_DIR_CHECK_S = 2.0  # how often a running trainer looks for a rollback
 MAX_RETRY_S = 30.0
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """What a refit trains on, taken in the loop's thread and never changed."""
-
-    user_items: Matrix
-    user_ids: list[str]
-    item_ids: list[str]
-    last_ts: IntArray
-    seq: int
-
-
-@dataclass
-class _RefitJob:
-    cancel: threading.Event = field(default_factory=threading.Event)
-    result: Served | None = None
-    republished: bool = False  # Redis was refilled from the old model meanwhile
-    thread: threading.Thread | None = None
 
 
 class Trainer:
@@ -108,7 +83,7 @@ class Trainer:
         self._mirror: UserItems | None = None
         self._user_ids: list[str] = []
         self._item_ids: list[str] = []
-        self._job: _RefitJob | None = None
+        self._job: RefitJob | None = None
         self._base_time = time.monotonic()  # when the refit schedule last restarted
         self._base_seq = 0
         self._dir_checked = 0.0
@@ -160,9 +135,8 @@ class Trainer:
     def close(self) -> None:
         """Stop a running refit (it ends within one ALS iteration) and wait for it."""
         job, self._job = self._job, None
-        if job is not None and job.thread is not None:
-            job.cancel.set()
-            job.thread.join()
+        if job is not None:
+            job.cancel()
 
     # -- refits ------------------------------------------------------------
 
@@ -171,7 +145,7 @@ class Trainer:
         self.close()
         if self._mirror is None:
             self._load_mirror()
-        served = self._train(self._snapshot(), cancel=None)
+        served = train(self._snapshot(), self.settings, self.publisher)
         self._swap(served, republish=False)
         return served.info
 
@@ -180,11 +154,7 @@ class Trainer:
         if self._job is not None or self._mirror is None:
             return False
         snapshot = self._snapshot()
-        job = _RefitJob()
-        job.thread = threading.Thread(
-            target=self._run_job, args=(job, snapshot), name="vrec-refit", daemon=True
-        )
-        self._job = job
+        self._job = RefitJob(snapshot, self.settings, self.publisher)
         logger.info(
             "refit started reason=%s seq=%d users=%d interactions=%d",
             reason,
@@ -192,7 +162,7 @@ class Trainer:
             snapshot.user_items.shape[0],
             snapshot.user_items.nnz,
         )
-        job.thread.start()
+        self._job.start()
         return True
 
     def user_items(self) -> Matrix:
@@ -209,86 +179,14 @@ class Trainer:
 
     def wait_for_refit(self, timeout_s: float | None = None) -> bool:
         """Wait for a background refit and swap it in; False if it is still running."""
-        job = self._job
-        if job is None or job.thread is None:
-            return True
-        job.thread.join(timeout_s)
-        if job.thread.is_alive():
+        if self._job is not None and not self._job.join(timeout_s):
             return False
         self._collect_refit()
         return True
 
-    def _run_job(self, job: _RefitJob, snapshot: _Snapshot) -> None:
-        try:
-            job.result = self._train(snapshot, cancel=job.cancel.is_set)
-        except FitCancelled:
-            logger.info("refit cancelled")
-        except VrecError as exc:
-            logger.error("refit failed error=%s; the model in service stays", exc)
-        except Exception:
-            logger.exception("refit crashed; the model in service stays")
-
-    def _train(self, snap: _Snapshot, cancel: Callable[[], bool] | None) -> Served:
-        """Fit, save and publish a new model; touches no trainer state (threads)."""
-        started = time.perf_counter()
-        trained_at = utc_now()
-        n_users, n_items = snap.user_items.shape
-        if snap.user_items.nnz == 0:
-            raise ModelError("the store holds no interactions to train on")
-        model = AlsModel.fit(
-            snap.user_items,
-            self.params,
-            n_users=n_users,
-            n_items=n_items,
-            cancel=cancel,
-        )
-        fit_s = time.perf_counter() - started
-        popular_idx, popular_scores = popular_items(
-            snap.user_items, self.settings.popular_k
-        )
-        info = save_model(
-            self.settings.model_dir,
-            model,
-            user_ids=snap.user_ids,
-            item_ids=snap.item_ids,
-            popular_idx=popular_idx,
-            popular_scores=popular_scores,
-            trained_seq=snap.seq,
-            trained_at=trained_at,
-            interactions=int(snap.user_items.nnz),
-            params=self.params.to_dict(),
-            fit_seconds=fit_s,
-        )
-        served = Served(model, info, n_items, popular_idx, popular_scores)
-        saved_at = time.perf_counter()
-        published = publish_all(
-            served,
-            self.publisher,
-            snap.user_items,
-            snap.user_ids,
-            snap.item_ids,
-            snap.last_ts,
-            self.settings.top_k,
-            cancel,
-        )
-        logger.info(
-            "refit version=%s users=%d items=%d interactions=%d seq=%d published=%d "
-            "fit_s=%.3f publish_s=%.3f seconds=%.3f",
-            info.version,
-            n_users,
-            n_items,
-            info.interactions,
-            snap.seq,
-            published,
-            fit_s,
-            time.perf_counter() - saved_at,
-            time.perf_counter() - started,
-        )
-        return served
-
     def _collect_refit(self) -> None:
         job = self._job
-        if job is None or job.thread is None or job.thread.is_alive():
+        if job is None or not job.done:
             return
         self._job = None
         if job.result is None:
@@ -466,12 +364,12 @@ class Trainer:
     def _matrix_is_empty(self) -> bool:
         return self._mirror is None or self._mirror.matrix().nnz == 0
 
-    def _snapshot(self) -> _Snapshot:
+    def _snapshot(self) -> Snapshot:
         assert self._mirror is not None
         matrix = self._mirror.matrix()
         n_users, n_items = matrix.shape
         self._sync_ids(n_users, n_items)
-        return _Snapshot(
+        return Snapshot(
             user_items=matrix,
             user_ids=self._user_ids[:n_users],
             item_ids=self._item_ids[:n_items],
