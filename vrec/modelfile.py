@@ -13,7 +13,7 @@ Layout under ``settings.model_dir``::
 
 A version is written into a hidden temporary directory and renamed into place,
 so a reader never sees half of one. Version numbers only grow, also past
-rolled-back ones. One trainer writes a model directory at a time.
+rolled-back ones.
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ def version_names(model_dir: Path) -> list[str]:
     return sorted(names, key=_number, reverse=True)
 
 
+# TODO: nothing stops two trainers from writing one model directory; run
+# one trainer per store, model_dir and Redis prefix.
 def _next_number(model_dir: Path) -> int:
     numbers = [
         int(m.group(1))

@@ -118,6 +118,8 @@ class Publisher:
         One ``MSET`` per :data:`MSET_CHUNK` lists: one round trip, and
         about four times faster than as many ``SET`` commands in a pipeline.
         """
+        # TODO: Redis Cluster refuses an MSET across hash slots (CROSSSLOT);
+        # a cluster needs the keys grouped by slot or one SET each.
         count = 0
         chunk: dict[str, bytes] = {}
         with redis_errors("publishing lists"):
