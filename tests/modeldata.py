@@ -1,15 +1,20 @@
-"""Small data sets with answers known in advance, and a helper to store them."""
+"""Small data sets with answers known in advance; helpers to store them and
+to watch the trainer's lists in Redis."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import redis
 
+from vrec.config import Settings
 from vrec.events import Event, EventType
+from vrec.publish import Recommendation, read_recommendations
 from vrec.store import AppendResult, SourcedEvent, Store
 
 RATINGS_CSV = Path(__file__).resolve().parent.parent / "data" / "ratings.csv"
@@ -88,3 +93,34 @@ def planted_groups(
                 rows.append((user_id, others[j], float(rng.choice([1.0, 2.0]))))
     order = rng.permutation(len(rows))
     return Planted([rows[i] for i in order], user_group, item_group)
+
+
+LATER = 1_800_000_000_000  # event times after the tutorial's
+
+
+def make_settings(
+    store_url: str, redis_url: str, tmp_path: Path, **extra: object
+) -> Settings:
+    # No scheduled refit unless a test asks for one.
+    base: dict[str, object] = {
+        "store_url": store_url,
+        "redis_url": redis_url,
+        "model_dir": tmp_path / "models",
+        "fold_interval_s": 0.05,
+        "refit_interval_s": 3600.0,
+        "refit_new_share": 1000.0,
+    }
+    return Settings(**{**base, **extra})
+
+
+def read(client: redis.Redis, user_id: str) -> Recommendation:
+    return read_recommendations(client, user_id)
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    done = threading.Event()
+    for _ in range(int(timeout_s / 0.05)):
+        if check():
+            return
+        done.wait(0.05)
+    assert check(), "condition not met in time"

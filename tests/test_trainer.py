@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import implicit.cpu.als
@@ -17,36 +17,23 @@ import redis
 
 import vrec.trainer
 from tests.modeldata import (
+    LATER,
     append_events,
     append_ratings,
+    make_settings,
     planted_groups,
+    read,
     tutorial_rows,
+    wait_until,
 )
 from vrec.config import Settings
 from vrec.errors import ModelError
 from vrec.events import Event, EventType
 from vrec.model import AlsModel
 from vrec.modelfile import rollback, version_names
-from vrec.publish import Recommendation, connect, read_recommendations
+from vrec.publish import connect
 from vrec.store import Store, open_store
 from vrec.trainer import Trainer, run_trainer
-
-LATER = 1_800_000_000_000  # event times after the tutorial's
-
-
-def make_settings(
-    store_url: str, redis_url: str, tmp_path: Path, **extra: object
-) -> Settings:
-    # No scheduled refit unless a test asks for one.
-    base: dict[str, object] = {
-        "store_url": store_url,
-        "redis_url": redis_url,
-        "model_dir": tmp_path / "models",
-        "fold_interval_s": 0.05,
-        "refit_interval_s": 3600.0,
-        "refit_new_share": 1000.0,
-    }
-    return Settings(**{**base, **extra})
 
 
 @pytest.fixture
@@ -72,19 +59,6 @@ def trainer(settings: Settings, store: Store, client: redis.Redis) -> Iterator[T
     trainer = Trainer(settings, store, client)
     yield trainer
     trainer.close()
-
-
-def read(client: redis.Redis, user_id: str) -> Recommendation:
-    return read_recommendations(client, user_id)
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    done = threading.Event()
-    for _ in range(int(timeout_s / 0.05)):
-        if check():
-            return
-        done.wait(0.05)
-    assert check(), "condition not met in time"
 
 
 def rated_by(rows: list[tuple[str, str, float]]) -> dict[str, set[str]]:

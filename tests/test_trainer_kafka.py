@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.modeldata import tutorial_rows
-from tests.test_trainer import LATER, make_settings, read, wait_until
+from tests.modeldata import LATER, make_settings, read, tutorial_rows, wait_until
 from vrec.config import Settings
 from vrec.devservers import LocalServer
 from vrec.events import Event, EventType
