@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,7 @@ def refit_from_store(store: Store, settings: Settings) -> tuple[Matrix, float]:
 
     def run() -> Matrix:
         inter = store.interactions()
-        store.user_ids(0), store.item_ids(0)
+        _ids = (store.user_ids(0), store.item_ids(0))  # the trainer needs them too
         matrix = UserItems.from_interactions(inter, params.dislike_below).matrix()
         n_users, n_items = matrix.shape
         AlsModel.fit(matrix, params, n_users=n_users, n_items=n_items)
@@ -166,8 +167,6 @@ def main() -> None:
             once = settings.model_copy(
                 update={"redis_url": f"redis://{redis_server.address}/0"}
             )
-            import threading
-
             _, once_s = timed(lambda: run_trainer(once, threading.Event(), once=True))
             client = connect(once.redis_url)
             keys = client.dbsize()
