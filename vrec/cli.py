@@ -122,7 +122,7 @@ def _cmd_model_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
     info = rollback(settings.model_dir)
     print(f"rolled back: current model is now {info.describe()}")
-    print("a running trainer picks it up at its next start (or restart it now)")
+    print("a running trainer serves it within seconds and republishes every user")
     return 0
 
 
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="a JSON array")
     listing.set_defaults(handler=_cmd_model_list)
     back = model_sub.add_parser(
-        "rollback", help="drop the newest version", parents=[common]
+        "rollback", help="take the newest version out of service", parents=[common]
     )
     back.set_defaults(handler=_cmd_model_rollback)
     return parser

@@ -8,7 +8,10 @@ Every error the package raises derives from :class:`VrecError`::
     ├── InputFileError     a row of a CSV or JSON-lines file cannot be produced
     ├── StoreError         the event store failed or holds unexpected data
     ├── ModelError         a fit failed, or a model file is unusable
-    └── PublishError       Redis could not be written or read
+    │   └── FitCancelled   a refit was stopped by shutdown (vrec.model)
+    ├── PublishError       Redis could not be written or read
+    ├── BrokerError        Kafka refused or failed a call (vrec.kafka)
+    └── IngestError        the consumer's fetch process failed (vrec.ingest)
 """
 
 from __future__ import annotations
