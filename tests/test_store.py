@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,33 @@ def test_concurrent_writers_keep_every_event_once(store_url: str) -> None:
     assert reader.offsets("ratings") == {0: 200, 1: 200}
     assert len(reader.user_ids()) == 14 and len(reader.item_ids()) == 11
     reader.close()
+
+
+def test_connections_opening_one_new_sqlite_file_at_once_all_succeed(
+    tmp_path: Path,
+) -> None:
+    """The first connections to a new file race to turn on WAL; none may fail."""
+    openers = 6
+    for round_ in range(50):  # the race is lost in a few rounds out of a hundred
+        url = str(tmp_path / f"store-{round_}.db")
+        ready = threading.Barrier(openers)
+        failures: list[BaseException] = []
+
+        def open_and_write(n: int) -> None:
+            ready.wait()  # noqa: B023
+            try:
+                with open_store(url) as store:  # noqa: B023
+                    store.append([_rating(f"u{n}", "v1", 4, 1, n, partition=n)])
+            except BaseException as exc:
+                failures.append(exc)  # noqa: B023
+
+        threads = [
+            threading.Thread(target=open_and_write, args=(n,)) for n in range(openers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures[0]
+        with open_store(url) as store:
+            assert store.stats().events == openers

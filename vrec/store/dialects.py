@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,30 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 
 
+_BUSY_TIMEOUT_S = 30.0
+
+
+def _retry_busy(statement: Callable[[], object]) -> None:
+    """Run ``statement``, retrying with backoff while the database is busy.
+
+    Turning a new file to WAL takes an exclusive lock without waiting for it
+    (SQLite skips the busy handler there), so processes opening one fresh file
+    at once get "database is locked" unless they try again.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 class SQLiteDialect:
     """A SQLite file in WAL mode; writers take the database lock up front."""
 
@@ -53,12 +78,19 @@ class SQLiteDialect:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(
-                path, isolation_level=None, timeout=30.0, check_same_thread=False
+                path,
+                isolation_level=None,
+                timeout=_BUSY_TIMEOUT_S,
+                check_same_thread=False,
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
+        try:
+            _retry_busy(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
             # FULL: a committed batch survives power loss, not only a crash.
             self._conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
+            self._conn.close()
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
 
     def sql(self, text: str) -> str:
