@@ -12,12 +12,9 @@ every partition assignment the fetch process asks for the store's offsets,
 once every batch it forwarded earlier is committed, and seeks there. Kafka's
 group offsets are written after the store commit for lag monitoring only.
 
-Why a fetch process: kafka-python decodes records and checks their CRCs in
-pure Python, which takes most of a core. Parsing and the store's own Python
-work would share that core under the GIL, so a child process only polls and
-forwards raw records while this process parses them and commits to the store.
-The store commit runs in a thread, overlapping the database's work with the
-parsing of the next batch.
+Records come from a fetch process (:mod:`vrec.fetch`) that only polls, so
+kafka-python's decoding has a core of its own. The store commit runs in a
+thread, overlapping the database's work with the parsing of the next batch.
 
 Failures: bad input is never fatal; it is counted, logged per batch and sent
 to ``settings.dlq`` with headers ``reason``, ``source_topic``,
@@ -33,31 +30,19 @@ dead-letter topic again on restart: that topic is at-least-once.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
-from multiprocessing.connection import Connection
-from typing import Any
 
 from vrec.config import Settings
-from vrec.errors import InvalidEvent, VrecError
+from vrec.errors import InvalidEvent
 from vrec.events import EventRules
-from vrec.kafka import (
-    GroupConsumer,
-    PartitionRecords,
-    Producer,
-    ensure_topics,
-    make_consumer,
-    make_producer,
-)
-from vrec.service import setup_logging
+from vrec.fetch import Fetcher
+from vrec.kafka import PartitionRecords, Producer, ensure_topics, make_producer
 from vrec.store import Rejected, SourcedEvent, Store, open_store
 
 logger = logging.getLogger(__name__)
@@ -66,12 +51,7 @@ logger = logging.getLogger(__name__)
 # and producer limits are 1 MiB, and a record that cannot be parked would stop
 # ingest for good.
 DLQ_MAX_VALUE_BYTES = 900_000
-_STOP_WAIT_S = 15.0
 _WAKE_S = 0.2  # how often the loop looks at the stop event when idle
-
-
-class IngestError(VrecError):
-    """The fetch process failed or vanished."""
 
 
 @dataclass
@@ -137,7 +117,7 @@ class Consumer:
             ensure_topics(self._settings)
             dlq = make_producer(self._settings)
             cleanup.callback(dlq.close)
-            fetcher = _Fetcher(self._settings)
+            fetcher = Fetcher(self._settings)
             cleanup.callback(fetcher.stop, self._answer_assignment)
             committer = _Committer(partial(self._commit, dlq=dlq, fetcher=fetcher))
             cleanup.callback(committer.close)
@@ -152,7 +132,7 @@ class Consumer:
     def _loop(
         self,
         stop: threading.Event,
-        fetcher: _Fetcher,
+        fetcher: Fetcher,
         committer: _Committer,
         parse: Callable[[Sequence[PartitionRecords]], _Batch],
         max_batches: int | None,
@@ -174,7 +154,7 @@ class Consumer:
                 self.partitions = self.partitions.difference(body)
                 logger.info("revoked topic=%s partitions=%s", self._topic, body)
 
-    def _answer_assignment(self, fetcher: _Fetcher, partitions: list[int]) -> None:
+    def _answer_assignment(self, fetcher: Fetcher, partitions: list[int]) -> None:
         """Tell the fetch process where the store left off in ``partitions``."""
         stored = self._store.offsets(self._topic)
         offsets = {p: stored.get(p) for p in partitions}
@@ -216,7 +196,7 @@ class Consumer:
         )
         dlq.send(self._settings.dlq, *dead_letter(bad, self._settings))
 
-    def _commit(self, batch: _Batch, dlq: Producer, fetcher: _Fetcher) -> None:
+    def _commit(self, batch: _Batch, dlq: Producer, fetcher: Fetcher) -> None:
         """Store one batch (the committer thread runs this, batches in order)."""
         # Flush first: a rejected record must be on the dead-letter topic before
         # the store moves past its offset.
@@ -319,186 +299,6 @@ class _Committer:
             finally:
                 self._queue.task_done()
         self._queue.task_done()
-
-
-class _Fetcher:
-    """The parent's end of the fetch process (see :func:`_fetch_records`)."""
-
-    def __init__(self, settings: Settings) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._data, data_out = context.Pipe(duplex=False)
-        control_in, self._control = context.Pipe(duplex=False)
-        seek_in, self._seek = context.Pipe(duplex=False)
-        self._lock = threading.Lock()
-        self._process = context.Process(
-            target=_fetch_records,
-            args=(
-                settings,
-                logging.getLevelName(logging.getLogger().getEffectiveLevel()),
-                os.getpid(),
-                data_out,
-                control_in,
-                seek_in,
-            ),
-            name="vrec-fetch",
-            daemon=True,
-        )
-        self._process.start()
-        for end in (data_out, control_in, seek_in):
-            end.close()
-
-    def receive(self, timeout_s: float) -> tuple[str, Any] | None:
-        """The next message of the fetch process, or None after ``timeout_s``."""
-        try:
-            if not self._data.poll(timeout_s):
-                return None
-            message: tuple[str, Any] = self._data.recv()
-        except (EOFError, OSError) as exc:
-            raise IngestError(
-                f"the fetch process ended (exit code {self._process.exitcode})"
-            ) from exc
-        if message[0] == "error":
-            raise IngestError(f"the fetch process failed: {message[1]}")
-        return message
-
-    def seek(self, offsets: dict[int, int | None]) -> None:
-        """Answer an assignment: the next offset per partition, None = beginning."""
-        self._send(self._seek, offsets)
-
-    def commit(self, offsets: dict[int, int]) -> None:
-        """Ask the fetch process to commit these next offsets to the group."""
-        self._send(self._control, ("commit", offsets))
-
-    def _send(self, pipe: Connection, message: Any) -> None:
-        try:
-            with self._lock:
-                pipe.send(message)
-        except OSError as exc:
-            raise IngestError(
-                f"the fetch process is gone (exit code {self._process.exitcode})"
-            ) from exc
-
-    def stop(self, answer_assignment: Callable[[_Fetcher, list[int]], None]) -> None:
-        """Ask the fetch process to leave the group and exit; kill it if it hangs.
-
-        Records still arriving are dropped: they are not stored, so whoever
-        owns their partitions next reads them again.
-        """
-        try:
-            self._send(self._control, ("stop", None))
-            deadline = time.monotonic() + _STOP_WAIT_S
-            while time.monotonic() < deadline:
-                message = self.receive(0.1)
-                if message is not None and message[0] == "closed":
-                    break
-                if message is not None and message[0] == "assigned":
-                    answer_assignment(self, message[1])
-        except (OSError, VrecError) as exc:
-            logger.debug("fetch process stopped uncleanly: %s", exc)
-        self._process.join(timeout=_STOP_WAIT_S)
-        if self._process.is_alive():
-            logger.warning("fetch process did not exit; killing it")
-            self._process.kill()
-            self._process.join()
-        for end in (self._data, self._control, self._seek):
-            end.close()
-
-
-def _fetch_records(
-    settings: Settings,
-    log_level: str,
-    parent_pid: int,
-    data: Connection,
-    control: Connection,
-    seek: Connection,
-) -> None:
-    """The fetch process: poll the group and forward raw records to the parent.
-
-    It ignores SIGINT and SIGTERM (a terminal sends them to the whole process
-    group) and stops when the parent says so or is gone.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    standard = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-    setup_logging(log_level if log_level in standard else "WARNING")
-    link = _ParentLink(parent_pid, data, seek)
-    consumer: GroupConsumer | None = None
-    committed: dict[int, int] = {}
-    try:
-        consumer = make_consumer(settings, link)
-        link.consumer = consumer
-        while link.parent_alive() and _obey(control, consumer, committed):
-            chunks = consumer.poll_partitions(
-                settings.batch_max_records, settings.poll_timeout_ms
-            )
-            if chunks:
-                link.send(("records", chunks))
-    except (BrokenPipeError, EOFError):
-        pass  # the parent is gone
-    except Exception as exc:
-        if link.parent_alive():
-            logger.exception("fetch process failed")
-            link.send_quietly(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        if consumer is not None:
-            # The last offsets the store committed, so lag reads right after exit.
-            consumer.commit(committed, wait=True)
-            consumer.close()
-        link.send_quietly(("closed", None))
-
-
-def _obey(
-    control: Connection, consumer: GroupConsumer, committed: dict[int, int]
-) -> bool:
-    """Carry out the parent's queued commands; False once told to stop."""
-    while control.poll():
-        command, body = control.recv()
-        if command == "stop":
-            return False
-        committed.update(body)
-        consumer.commit(body)
-    return True
-
-
-class _ParentLink:
-    """The fetch process's side of the pipes; it is also the rebalance listener."""
-
-    def __init__(self, parent_pid: int, data: Connection, seek: Connection) -> None:
-        self.consumer: GroupConsumer | None = None
-        self._parent_pid = parent_pid
-        self._data = data
-        self._seek = seek
-        # kafka-python calls the listener from its own IO thread.
-        self._lock = threading.Lock()
-
-    def parent_alive(self) -> bool:
-        return os.getppid() == self._parent_pid
-
-    def send(self, message: tuple[str, Any]) -> None:
-        with self._lock:
-            self._data.send(message)
-
-    def send_quietly(self, message: tuple[str, Any]) -> None:
-        with suppress(OSError):
-            self.send(message)
-
-    def assigned(self, partitions: list[int]) -> None:
-        """Seek each new partition to the store's offset, as the parent reads it."""
-        self.send(("assigned", partitions))
-        while not self._seek.poll(0.5):
-            if not self.parent_alive():
-                raise IngestError("the consumer process is gone")
-        offsets: dict[int, int | None] = self._seek.recv()
-        assert self.consumer is not None
-        for partition in partitions:
-            offset = offsets.get(partition)
-            if offset is None:
-                self.consumer.seek_to_beginning(partition)
-            else:
-                self.consumer.seek(partition, offset)
-
-    def revoked(self, partitions: list[int]) -> None:
-        self.send_quietly(("revoked", partitions))
 
 
 def run_consumer(settings: Settings, stop: threading.Event) -> IngestStats:
