@@ -40,8 +40,8 @@ from vrec.devservers import local_redis
 from vrec.model import AlsModel, Matrix, ModelParams, popular_items
 from vrec.modelfile import save_model, utc_now
 from vrec.publish import connect
+from vrec.schedule import run_trainer
 from vrec.store import Store, open_store
-from vrec.trainer import run_trainer
 from vrec.useritems import UserItems
 
 

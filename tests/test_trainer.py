@@ -32,8 +32,9 @@ from vrec.events import Event, EventType
 from vrec.model import AlsModel
 from vrec.modelfile import rollback, version_names
 from vrec.publish import connect
+from vrec.schedule import run_trainer
 from vrec.store import Store, open_store
-from vrec.trainer import Trainer, run_trainer
+from vrec.trainer import Trainer
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from vrec.ingest import run_consumer
 from vrec.kafka import ensure_topics, make_producer
 from vrec.modelfile import version_names
 from vrec.publish import connect
+from vrec.schedule import run_trainer
 from vrec.store import open_store
-from vrec.trainer import run_trainer
 
 
 def produce(settings: Settings, events: list[Event]) -> None:

@@ -11,8 +11,8 @@ import sys
 
 from vrec.config import load_settings
 from vrec.errors import ConfigError, VrecError
+from vrec.schedule import run_trainer
 from vrec.service import setup_logging, stop_on_signals
-from vrec.trainer import run_trainer
 
 logger = logging.getLogger("trainer")
 

@@ -56,8 +56,8 @@ def _cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from vrec.schedule import run_trainer
     from vrec.service import stop_on_signals
-    from vrec.trainer import run_trainer
 
     run_trainer(settings, stop_on_signals(), once=args.once)
     return 0

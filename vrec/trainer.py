@@ -1,7 +1,7 @@
 """The trainer: refits, fold-ins and publishing, as steps a scheduler calls.
 
 :class:`Trainer` holds the model in service and a copy of the store's current
-values (:class:`vrec.useritems.UserItems`). ``trainer/`` (the service) only calls
+values (:class:`vrec.useritems.UserItems`). The service (:mod:`vrec.schedule`) calls
 :meth:`Trainer.step` in a loop; an offline replay can drive the same object.
 
 One :meth:`Trainer.step`:
@@ -32,14 +32,13 @@ after its sequence is folded in; without a usable version it refits.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime
 
 import numpy as np
 
 from vrec.config import Settings
-from vrec.errors import StoreError, VrecError
+from vrec.errors import StoreError
 from vrec.model import (
     IntArray,
     Matrix,
@@ -54,16 +53,15 @@ from vrec.modelfile import (
     prune,
     version_names,
 )
-from vrec.publish import Publisher, RedisClient, connect
+from vrec.publish import Publisher, RedisClient
 from vrec.refit import RefitJob, Snapshot, train
 from vrec.serving import BoolArray, Served, publish_all, publish_users
-from vrec.store import Store, open_store
+from vrec.store import Store
 from vrec.useritems import UserItems
 
 logger = logging.getLogger(__name__)
 
 MODEL_DIR_CHECK_S = 2.0  # how often a running trainer looks for a rollback
-MAX_RETRY_S = 30.0
 
 
 class Trainer:
@@ -453,60 +451,3 @@ def _epoch_s(iso: str) -> float:
         return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return time.time()
-
-
-def run_trainer(settings: Settings, stop: threading.Event, once: bool = False) -> None:
-    """The trainer service: step every ``fold_interval_s`` until ``stop`` is set.
-
-    ``once``: one full refit from the store, publish every user, save the
-    model, return. Otherwise errors are logged and retried with back-off (a
-    store that cannot be opened yet, a failed step); the model in service
-    stays.
-    """
-    logger.info("trainer starting once=%s settings=%s", once, settings.masked())
-    client = connect(settings.redis_url)
-    try:
-        store = open_store(settings.store_url) if once else _open_store(settings, stop)
-        if store is None:
-            return
-        with store:
-            trainer = Trainer(settings, store, client)
-            try:
-                if once:
-                    info = trainer.refit()
-                    logger.info("trained once version=%s", info.version)
-                else:
-                    _loop(trainer, settings, stop)
-            finally:
-                trainer.close()
-    finally:
-        client.close()
-        logger.info("trainer stopped")
-
-
-def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
-    delay = settings.fold_interval_s
-    while not stop.is_set():
-        try:
-            return open_store(settings.store_url)
-        except StoreError as exc:
-            logger.error("cannot open the store error=%s retry_in_s=%.1f", exc, delay)
-            stop.wait(delay)
-            delay = min(2 * delay, MAX_RETRY_S)
-    return None
-
-
-def _loop(trainer: Trainer, settings: Settings, stop: threading.Event) -> None:
-    failures = 0
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            trainer.step()
-            failures = 0
-        except VrecError as exc:
-            failures += 1
-            delay = min(settings.fold_interval_s * 2**failures, MAX_RETRY_S)
-            logger.error("trainer step failed error=%s retry_in_s=%.1f", exc, delay)
-            stop.wait(delay)
-            continue
-        stop.wait(max(0.0, settings.fold_interval_s - (time.monotonic() - started)))
