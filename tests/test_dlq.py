@@ -40,6 +40,12 @@ BAD: dict[str, tuple[bytes | None, str]] = {
     "unknown event type": (_json(event_type="dislike"), "unknown event_type"),
     "oversized value": (_json(event_id="e" * 2000), "exceeds max_event_bytes"),
     "null value": (None, "no value"),
+    # Each of these once stopped the consumer with an unexpected exception.
+    "nested too deeply": (b"[" * 1020, "nested too deeply"),
+    "event type not a string": (_json(event_type=["rating"]), "unknown event_type"),
+    "number past the float range": (_json(rating=10**400), "rating 1000"),
+    "ts past the float range": (_json(ts=10**400), "not a plausible epoch"),
+    "lone surrogate": (_json(user_id="u\ud800"), "control characters"),
 }
 
 
@@ -82,7 +88,7 @@ def test_every_kind_of_bad_record_goes_to_the_dead_letter_topic(
         assert record.headers["source_topic"] == topic.encode()
         assert record.headers["source_partition"] == b"0"
         assert record.headers["source_offset"] == str(2 * n + 1).encode()
-    assert dead[-1].headers["null_value"] == b"1"
+    assert dead[list(BAD).index("null value")].headers["null_value"] == b"1"
 
 
 def test_a_huge_value_is_cut_and_a_keyless_null_gets_an_empty_value() -> None:

@@ -3,7 +3,8 @@
 Fields (see README "Event format"):
 
 - ``user_id``, ``item_id``: strings of 1..max_id_length characters, no control
-  characters and no surrounding white space (they become Redis keys).
+  characters or lone surrogates and no surrounding white space (they become
+  Redis keys).
 - ``event_type``: ``rating`` (needs ``rating``), ``view`` (optional
   ``watch_fraction`` in [0, 1]) or ``like``.
 - ``rating``: a finite number in [rating_min, rating_max].
@@ -26,7 +27,9 @@ from typing import Any
 from vrec.errors import InvalidEvent
 
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters, line separators and lone surrogates (which no encoder
+# accepts: the store could not write such an id).
+_BAD_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class EventType(StrEnum):
@@ -38,6 +41,7 @@ class EventType(StrEnum):
 
 
 _EVENT_TYPES = {t.value: t for t in EventType}
+_DECODER = json.JSONDecoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,61 +96,82 @@ class EventRules:
                 f"{self.max_event_bytes}"
             )
         try:
-            body = json.loads(raw)
+            body = _decode(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidEvent(f"not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise InvalidEvent("not JSON: nested too deeply") from exc
         if not isinstance(body, dict):
             raise InvalidEvent(f"not a JSON object but {type(body).__name__}")
         return self.from_dict(body)
 
     def from_dict(self, body: dict[str, Any]) -> Event:
         """Validate an already decoded object; raise :class:`InvalidEvent`."""
-        event_type = _EVENT_TYPES.get(body.get("event_type", "rating"))
+        get = body.get
+        kind = get("event_type", "rating")
+        event_type = _EVENT_TYPES.get(kind) if isinstance(kind, str) else None
         if event_type is None:
-            raise InvalidEvent(f"unknown event_type {body.get('event_type')!r:.40}")
-        rating = self._number(body, "rating", self.rating_min, self.rating_max)
+            raise InvalidEvent(f"unknown event_type {kind!r:.40}")
+        rating = _number(get("rating"), "rating", self.rating_min, self.rating_max)
         if event_type is EventType.RATING and rating is None:
             raise InvalidEvent("missing field rating (required for rating events)")
-        event_id = body.get("event_id")
+        event_id = get("event_id")
         if event_id is not None:
-            event_id = self._id(body, "event_id")
+            event_id = self._id(event_id, "event_id")
         return Event(
-            user_id=self._id(body, "user_id"),
-            item_id=self._id(body, "item_id"),
-            event_type=event_type,
-            ts=parse_ts(body.get("ts")),
-            rating=rating,
-            watch_fraction=self._number(body, "watch_fraction", 0.0, 1.0),
-            event_id=event_id,
+            self._id(get("user_id"), "user_id"),
+            self._id(get("item_id"), "item_id"),
+            event_type,
+            parse_ts(get("ts")),
+            rating,
+            _number(get("watch_fraction"), "watch_fraction", 0.0, 1.0),
+            event_id,
         )
 
-    def _id(self, body: dict[str, Any], field: str) -> str:
-        value = body.get(field)
-        if value is None:
-            raise InvalidEvent(f"missing field {field}")
+    def _id(self, value: Any, field: str) -> str:
         if not isinstance(value, str):
+            if value is None:
+                raise InvalidEvent(f"missing field {field}")
             raise InvalidEvent(f"{field} must be a string, not {type(value).__name__}")
-        if not value or len(value) > self.max_id_length:
+        if not 0 < len(value) <= self.max_id_length:
             raise InvalidEvent(
                 f"{field} length {len(value)} outside 1..{self.max_id_length}"
             )
-        if _CONTROL.search(value) or value != value.strip():
-            raise InvalidEvent(f"{field} has control characters or edge white space")
+        # isprintable() is false for every character _BAD_CHARACTERS matches
+        # and for all white space but " ": one call clears most ids.
+        plain = value.isprintable() and value[0] != " " and value[-1] != " "
+        if not plain and (_BAD_CHARACTERS.search(value) or value != value.strip()):
+            raise InvalidEvent(
+                f"{field} has control characters, lone surrogates or edge white space"
+            )
         return value
 
-    @staticmethod
-    def _number(
-        body: dict[str, Any], field: str, low: float, high: float
-    ) -> float | None:
-        value = body.get(field)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidEvent(f"{field} must be a number, not {type(value).__name__}")
+
+def _decode(raw: bytes) -> Any:
+    """``json.loads(raw)``, in half the time for the usual record: UTF-8 with
+    no white space around it. Anything else takes ``json.loads`` itself."""
+    try:
+        text = raw.decode()
+        body, end = _DECODER.raw_decode(text)
+        if end == len(text):
+            return body
+    except ValueError:  # UnicodeDecodeError too
+        pass
+    return json.loads(raw)
+
+
+def _number(value: Any, field: str, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(f"{field} must be a number, not {type(value).__name__}")
+    try:
         number = float(value)
-        if not math.isfinite(number) or not low <= number <= high:
-            raise InvalidEvent(f"{field} {value!r} outside [{low:g}, {high:g}]")
-        return number
+    except OverflowError:  # an integer past the float range
+        number = math.inf
+    if not math.isfinite(number) or not low <= number <= high:
+        raise InvalidEvent(f"{field} {value!r:.40} outside [{low:g}, {high:g}]")
+    return number
 
 
 def parse_ts(value: Any) -> int:
@@ -156,8 +181,8 @@ def parse_ts(value: Any) -> int:
     if isinstance(value, bool):
         raise InvalidEvent("ts must be epoch milliseconds or ISO 8601, not bool")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or not 0 <= value <= MAX_TS_MS:
-            raise InvalidEvent(f"ts {value!r} is not a plausible epoch in ms")
+        if not 0 <= value <= MAX_TS_MS:  # false for NaN too
+            raise InvalidEvent(f"ts {value!r:.40} is not a plausible epoch in ms")
         return int(value)
     if isinstance(value, str) and len(value) <= 64:
         try:
