@@ -86,6 +86,30 @@ def test_newest_rating_by_event_time_wins(store: Store) -> None:
     assert store.stats().events == 4  # the log keeps every event
 
 
+def test_a_tie_in_event_time_goes_to_the_later_arrival(store: Store) -> None:
+    store.append([_rating("u1", "v1", 2, 1000, 0), _rating("u1", "v1", 3, 1000, 1)])
+    assert store.interactions().rating.tolist() == [3.0]
+    store.append([_rating("u1", "v1", 4, 1000, 2)])
+    assert store.interactions().rating.tolist() == [4.0]
+
+
+def test_one_batch_merges_every_kind_of_event_of_a_pair(store: Store) -> None:
+    view = Event("u1", "v1", EventType.VIEW, 6, watch_fraction=0.5)
+    like = Event("u1", "v1", EventType.LIKE, 4)
+    store.append(
+        [
+            _rating("u1", "v1", 4, 5, 0),
+            SourcedEvent(view, "ratings", 0, 1),
+            SourcedEvent(like, "ratings", 0, 2),
+            _rating("u1", "v1", 2, 3, 3),  # older: kept in the log only
+        ]
+    )
+    current = store.interactions()
+    assert (current.rating.tolist(), current.views.tolist()) == ([4.0], [1.0])
+    assert (current.watch.tolist(), current.liked.tolist()) == ([0.5], [1.0])
+    assert current.last_ts.tolist() == [6]
+
+
 def test_views_and_likes_accumulate_beside_the_rating(store: Store) -> None:
     view = Event("u1", "v1", EventType.VIEW, 10, watch_fraction=0.4)
     like = Event("u1", "v1", EventType.LIKE, 12)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -110,29 +110,61 @@ class Dialect(Protocol):
     def close(self) -> None: ...
 
 
-class _Aggregate:
-    """The current value of one (user, item) pair within one batch."""
+# One row of current values per event, in _UPSERT_COLUMNS order; a batch's rows
+# for one pair are merged by _merge, which mirrors _ON_CONFLICT_INTERACTION.
+_ValueRow = tuple[int, int, float | None, int | None, int, float, int, int, int]
 
-    __slots__ = ("last_ts", "liked", "rating", "rating_ts", "views", "watch")
 
-    def __init__(self) -> None:
-        self.rating: float | None = None
-        self.rating_ts: int | None = None
-        self.views = 0
-        self.watch = 0.0
-        self.liked = 0
-        self.last_ts = 0
+def _value_row(user_idx: int, item_idx: int, event: Event, seq: int) -> _ValueRow:
+    kind, ts = event.event_type, event.ts
+    if kind is EventType.RATING:
+        return (user_idx, item_idx, event.rating, ts, 0, 0.0, 0, ts, seq)
+    if kind is EventType.VIEW:
+        watch = event.watch_fraction or 0.0
+        return (user_idx, item_idx, None, None, 1, watch, 0, ts, seq)
+    return (user_idx, item_idx, None, None, 0, 0.0, 1, ts, seq)
 
-    def add(self, event: Event) -> None:
-        if event.event_type is EventType.RATING:
-            if self.rating_ts is None or event.ts >= self.rating_ts:
-                self.rating, self.rating_ts = event.rating, event.ts
-        elif event.event_type is EventType.VIEW:
-            self.views += 1
-            self.watch = max(self.watch, event.watch_fraction or 0.0)
-        else:
-            self.liked = 1
-        self.last_ts = max(self.last_ts, event.ts)
+
+def _merge(old: _ValueRow, new: _ValueRow) -> _ValueRow:
+    """The current values after ``old`` then ``new``, as the upsert would do."""
+    rating, rating_ts = old[2], old[3]
+    new_ts = new[3]  # set exactly when new carries a rating
+    if new_ts is not None and (rating_ts is None or new_ts >= rating_ts):
+        rating, rating_ts = new[2], new_ts
+    return (
+        old[0],
+        old[1],
+        rating,
+        rating_ts,
+        old[4] + new[4],
+        max(old[5], new[5]),
+        max(old[6], new[6]),
+        max(old[7], new[7]),
+        new[8],
+    )
+
+
+_Record = TypeVar("_Record", SourcedEvent, Rejected)
+
+
+def _not_stored(
+    records: Sequence[_Record], stored: dict[tuple[str, int], int]
+) -> Sequence[_Record]:
+    """``records`` at or past the stored next offset of their partition."""
+    return [r for r in records if r.offset >= stored.get((r.topic, r.partition), 0)]
+
+
+def _next_offsets(
+    *stored: Sequence[SourcedEvent | Rejected],
+) -> dict[tuple[str, int], int]:
+    """The next offset to read per (topic, partition), after ``stored``."""
+    next_offsets: dict[tuple[str, int], int] = {}
+    for records in stored:
+        for r in records:
+            pos = (r.topic, r.partition)
+            if r.offset >= next_offsets.get(pos, 0):
+                next_offsets[pos] = r.offset + 1
+    return next_offsets
 
 
 class SQLStore(Store):
@@ -171,15 +203,11 @@ class SQLStore(Store):
         with self._db.begin_write() as cur:
             # Drop what an earlier transaction already stored (a restarted or
             # rebalanced consumer may poll the same records again).
-            records: list[SourcedEvent | Rejected] = [*events, *rejected]
-            positions = {(r.topic, r.partition) for r in records}
+            positions = {(r.topic, r.partition) for r in events}
+            positions.update((r.topic, r.partition) for r in rejected)
             stored = self._stored_offsets(cur, positions)
-            fresh = [
-                e for e in events if e.offset >= stored.get((e.topic, e.partition), 0)
-            ]
-            fresh_rej = [
-                r for r in rejected if r.offset >= stored.get((r.topic, r.partition), 0)
-            ]
+            fresh = _not_stored(events, stored)
+            fresh_rej = _not_stored(rejected, stored)
             skipped = len(events) + len(rejected) - len(fresh) - len(fresh_rej)
 
             users = self._assign(
@@ -188,7 +216,7 @@ class SQLStore(Store):
                 "user_id",
                 "user_idx",
                 self._user_cache,
-                [e.event.user_id for e in fresh],
+                {s.event.user_id for s in fresh},
             )
             items = self._assign(
                 cur,
@@ -196,33 +224,35 @@ class SQLStore(Store):
                 "item_id",
                 "item_idx",
                 self._item_cache,
-                [e.event.item_id for e in fresh],
+                {s.event.item_id for s in fresh},
             )
 
             # The event log: one row per accepted event, in arrival order.
+            pairs = [(users[s.event.user_id], items[s.event.item_id]) for s in fresh]
             self._db.insert_rows(
                 cur,
                 "events",
                 _EVENT_COLUMNS,
                 [
                     (
-                        users[s.event.user_id],
-                        items[s.event.item_id],
-                        s.event.event_type.value,
-                        s.event.rating,
-                        s.event.watch_fraction,
-                        s.event.ts,
-                        s.event.event_id,
+                        user_idx,
+                        item_idx,
+                        e.event_type.value,
+                        e.rating,
+                        e.watch_fraction,
+                        e.ts,
+                        e.event_id,
                         s.topic,
                         s.partition,
                         s.offset,
                     )
-                    for s in fresh
+                    for (user_idx, item_idx), s in zip(pairs, fresh, strict=True)
+                    for e in (s.event,)
                 ],
             )
             cur.execute(q("SELECT COALESCE(MAX(seq), 0) FROM events"))
             last_seq = int(cur.fetchone()[0])
-            self._upsert_interactions(cur, fresh, users, items, last_seq)
+            self._upsert_interactions(cur, fresh, pairs, last_seq)
 
             if fresh_rej:
                 cur.executemany(
@@ -236,11 +266,7 @@ class SQLStore(Store):
                     ],
                 )
 
-            next_offsets: dict[tuple[str, int], int] = {}
-            stored_now: list[SourcedEvent | Rejected] = [*fresh, *fresh_rej]
-            for rec in stored_now:
-                pos = (rec.topic, rec.partition)
-                next_offsets[pos] = max(next_offsets.get(pos, 0), rec.offset + 1)
+            next_offsets = _next_offsets(fresh, fresh_rej)
             cur.executemany(
                 q(_UPSERT_OFFSET), [(t, p, o) for (t, p), o in next_offsets.items()]
             )
@@ -266,10 +292,12 @@ class SQLStore(Store):
         id_col: str,
         idx_col: str,
         cache: dict[str, int],
-        ids: Iterable[str],
+        wanted: set[str],
     ) -> dict[str, int]:
-        """Map ids to dense indices, giving unseen ids the next free ones."""
-        wanted = set(ids)
+        """Map ids to dense indices, giving unseen ids the next free ones.
+
+        Returns ``cache``, which then holds every id of ``wanted``.
+        """
         missing = [i for i in wanted if i not in cache]
         if missing:
             # Another process may have assigned some of them since we cached.
@@ -286,31 +314,32 @@ class SQLStore(Store):
                 rows = [(start + n, i) for n, i in enumerate(new)]
                 self._db.insert_rows(cur, table, (idx_col, id_col), rows)
                 cache.update((i, n) for n, i in rows)
-        return {i: cache[i] for i in wanted}
+        return cache
 
     def _upsert_interactions(
         self,
         cur: Cursor,
         fresh: Sequence[SourcedEvent],
-        users: dict[str, int],
-        items: dict[str, int],
+        pairs: Sequence[tuple[int, int]],
         seq: int,
     ) -> None:
-        pairs: dict[tuple[int, int], _Aggregate] = {}
-        for s in fresh:
-            key = (users[s.event.user_id], items[s.event.item_id])
-            agg = pairs.get(key)
-            if agg is None:
-                agg = pairs[key] = _Aggregate()
-            agg.add(s.event)
+        rows = [
+            _value_row(user_idx, item_idx, s.event, seq)
+            for (user_idx, item_idx), s in zip(pairs, fresh, strict=True)
+        ]
+        # One row per pair: PostgreSQL refuses to update a row twice in one
+        # statement. Pairs seldom repeat within a batch.
+        if len(set(pairs)) < len(pairs):
+            merged: dict[tuple[int, int], _ValueRow] = {}
+            for pair, row in zip(pairs, rows, strict=True):
+                old = merged.get(pair)
+                merged[pair] = row if old is None else _merge(old, row)
+            rows = list(merged.values())
         self._db.insert_rows(
             cur,
             "interactions",
             _UPSERT_COLUMNS,
-            [
-                (u, i, a.rating, a.rating_ts, a.views, a.watch, a.liked, a.last_ts, seq)
-                for (u, i), a in pairs.items()
-            ],
+            rows,
             conflict=_ON_CONFLICT_INTERACTION,
         )
 
