@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,26 @@ class Interactions:
 
     def __len__(self) -> int:
         return int(self.user_idx.shape[0])
+
+    @classmethod
+    def from_ratings(
+        cls,
+        user_idx: IntArray,
+        item_idx: IntArray,
+        rating: FloatArray,
+        last_ts: IntArray,
+    ) -> Interactions:
+        """Pairs with a rating and no view or like."""
+        views, watch, liked = (np.zeros(len(user_idx)) for _ in range(3))
+        return cls(user_idx, item_idx, rating, views, watch, liked, last_ts)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Interactions]) -> Interactions:
+        """The pairs of every part, in that order."""
+        if len(parts) == 1:
+            return parts[0]
+        columns = [f.name for f in fields(cls)]
+        return cls(*(np.concatenate([getattr(p, c) for p in parts]) for c in columns))
 
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence[Any]]) -> Interactions:

@@ -9,9 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from vrec.errors import StoreError
+from vrec.store.base import FloatArray, IntArray, Interactions
 
 # Column types are spelled so that both engines accept them; the PostgreSQL
 # schema only differs in its identity column and binary type.
@@ -67,6 +69,21 @@ def _retry_busy(statement: Callable[[], object]) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+# Interactions' columns, from the interactions table named ``i``.
+_INTERACTION_COLUMNS = (
+    "i.user_idx, i.item_idx, i.rating, i.views, i.watch, i.liked, i.last_ts"
+)
+_RATED_ONLY = "i.rating IS NOT NULL AND i.views = 0 AND i.watch = 0 AND i.liked = 0"
+_RATED_ROW = np.dtype(
+    [
+        ("user_idx", np.int64),
+        ("item_idx", np.int64),
+        ("rating", np.float64),
+        ("last_ts", np.int64),
+    ]
+)
 
 
 class SQLiteDialect:
@@ -131,6 +148,36 @@ class SQLiteDialect:
             if self._conn.in_transaction:
                 self._conn.rollback()
             cur.close()
+
+    def read_interactions(
+        self, cur: sqlite3.Cursor, source: str, where: str, params: Sequence[Any]
+    ) -> Interactions:
+        if where or params:  # some users, items or changes: one query will do
+            clause = f"WHERE {where}" if where else ""
+            cur.execute(f"SELECT {_INTERACTION_COLUMNS} {source} {clause}", params)
+            return Interactions.from_rows(cur.fetchall())
+
+        # The whole table. The driver's cost is per value, whatever its type:
+        # the usual pair, a rating and nothing else, comes as four columns
+        # straight into numpy, the others as all seven.
+        cur.execute(
+            f"SELECT i.user_idx, i.item_idx, i.rating, i.last_ts {source} "
+            f"WHERE {_RATED_ONLY}"
+        )
+        rated = np.fromiter(cur, dtype=_RATED_ROW)
+        cur.execute(f"SELECT {_INTERACTION_COLUMNS} {source} WHERE NOT ({_RATED_ONLY})")
+        others = Interactions.from_rows(cur.fetchall())
+        return Interactions.concat(
+            [
+                Interactions.from_ratings(
+                    np.ascontiguousarray(rated["user_idx"]),
+                    np.ascontiguousarray(rated["item_idx"]),
+                    np.ascontiguousarray(rated["rating"]),
+                    np.ascontiguousarray(rated["last_ts"]),
+                ),
+                others,
+            ]
+        )
 
     def insert_rows(
         self,
@@ -244,8 +291,51 @@ class PostgresDialect:
                 f"INSERT INTO {table} ({names}) SELECT {names} FROM {target} {conflict}"
             )
 
+    def read_interactions(
+        self, cur: psycopg.Cursor[Any], source: str, where: str, params: Sequence[Any]
+    ) -> Interactions:
+        # One bytea of big-endian values per column, straight into numpy. One
+        # aggregate node feeds each row to all seven in the same order; parallel
+        # workers could interleave them.
+        # TODO: a bytea holds at most 1 GB (~130M pairs); past that, read ranges.
+        columns = ", ".join(f"string_agg({c}, '')" for c in _PG_COLUMNS)
+        clause = f"WHERE {where}" if where else ""
+        cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        query = self.sql(f"SELECT {columns} {source} {clause}")
+        cur.execute(query, params, binary=True)
+        user, item, rating, views, watch, liked, last_ts = cur.fetchone() or [None] * 7
+        return Interactions(
+            _int8(user),
+            _int8(item),
+            _float8(rating),
+            _float8(views),
+            _float8(watch),
+            _float8(liked),
+            _int8(last_ts),
+        )
+
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(%s)", [list(values)]
 
     def close(self) -> None:
         self._conn.close()
+
+
+# Interactions' columns in PostgreSQL's binary form: 8 bytes, big-endian.
+_PG_COLUMNS = (
+    "int8send(i.user_idx)",
+    "int8send(i.item_idx)",
+    "float8send(COALESCE(i.rating, 'NaN'))",
+    "float8send(i.views)",
+    "float8send(i.watch)",
+    "float8send(i.liked)",
+    "int8send(i.last_ts)",
+)
+
+
+def _int8(data: bytes | None) -> IntArray:
+    return np.frombuffer(data or b"", dtype=">i8").astype(np.int64)
+
+
+def _float8(data: bytes | None) -> FloatArray:
+    return np.frombuffer(data or b"", dtype=">f8").astype(np.float64)

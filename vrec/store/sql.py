@@ -29,8 +29,6 @@ from vrec.store.base import (
 
 logger = logging.getLogger(__name__)
 
-_INTERACTION_COLUMNS = "user_idx, item_idx, rating, views, watch, liked, last_ts"
-
 _EVENT_COLUMNS = (
     "user_idx",
     "item_idx",
@@ -99,6 +97,9 @@ class Dialect(Protocol):
     def begin_write(self) -> Any: ...
     def read(self) -> Any: ...
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]: ...
+    def read_interactions(
+        self, cur: Any, source: str, where: str, params: Sequence[Any]
+    ) -> Interactions: ...
     def insert_rows(
         self,
         cur: Any,
@@ -384,40 +385,35 @@ class SQLStore(Store):
 
     def interactions(self, user_idx: Sequence[int] | None = None) -> Interactions:
         """Current values of the given users (all users when None)."""
-        sql = f"SELECT {_INTERACTION_COLUMNS} FROM interactions"
-        return self._read_interactions(sql, "user_idx", user_idx)
+        return self._read_interactions("i.user_idx", user_idx)
 
     def item_interactions(self, item_idx: Sequence[int]) -> Interactions:
         """Current values of every pair that involves one of ``item_idx``."""
-        sql = f"SELECT {_INTERACTION_COLUMNS} FROM interactions"
-        return self._read_interactions(sql, "item_idx", item_idx)
+        return self._read_interactions("i.item_idx", item_idx)
 
     def changed_interactions(self, since: int) -> Interactions:
         """Current values of every pair touched by an event with seq > ``since``."""
         # The events' sequence key finds the pairs, the interactions key their
         # values: the cost follows the changes, not the size of the store.
-        columns = ", ".join(f"i.{c}" for c in _INTERACTION_COLUMNS.split(", "))
-        sql = (
-            f"SELECT {columns} FROM interactions i JOIN (SELECT DISTINCT user_idx, "
-            "item_idx FROM events WHERE seq > ?) e "
+        source = (
+            "FROM interactions i JOIN (SELECT DISTINCT user_idx, item_idx FROM "
+            "events WHERE seq > ?) e "
             "ON i.user_idx = e.user_idx AND i.item_idx = e.item_idx"
         )
         with self._db.read() as cur:
-            cur.execute(self._db.sql(sql), (since,))
-            return Interactions.from_rows(cur.fetchall())
+            return self._db.read_interactions(cur, source, "", (since,))
 
     def _read_interactions(
-        self, sql: str, column: str, values: Sequence[int] | None
+        self, column: str, values: Sequence[int] | None
     ) -> Interactions:
+        where = ""
         params: list[Any] = []
         if values is not None:
             if len(values) == 0:
                 return Interactions.from_rows([])
             where, params = self._db.in_list(column, [int(v) for v in values])
-            sql = f"{sql} WHERE {where}"
         with self._db.read() as cur:
-            cur.execute(self._db.sql(sql), params)
-            return Interactions.from_rows(cur.fetchall())
+            return self._db.read_interactions(cur, "FROM interactions i", where, params)
 
     def user_ids(self, start: int = 0) -> list[str]:
         """User ids in index order, from index ``start``."""
