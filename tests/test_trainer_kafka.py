@@ -18,7 +18,6 @@ from vrec.kafka import ensure_topics, make_producer
 from vrec.modelfile import version_names
 from vrec.publish import connect
 from vrec.schedule import run_trainer
-from vrec.store import open_store
 
 
 def produce(settings: Settings, events: list[Event]) -> None:
@@ -53,7 +52,6 @@ def services(
         topic_partitions=2,
     )
     ensure_topics(settings)
-    open_store(sqlite_url).close()  # both services then open an existing file
     stop = threading.Event()
     threads = [
         threading.Thread(target=run_consumer, args=(settings, stop), name="consumer"),

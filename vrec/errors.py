@@ -11,7 +11,7 @@ Every error the package raises derives from :class:`VrecError`::
     │   └── FitCancelled   a refit was stopped by shutdown (vrec.model)
     ├── PublishError       Redis could not be written or read
     ├── BrokerError        Kafka refused or failed a call (vrec.kafka)
-    └── IngestError        the consumer's fetch process failed (vrec.ingest)
+    └── IngestError        the consumer's fetch process failed (vrec.fetch)
 """
 
 from __future__ import annotations
