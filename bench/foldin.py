@@ -22,21 +22,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-from pathlib import Path
 
-import implicit.cpu.als
 import numpy as np
 
 from bench.common import report, timed
-from bench.trainer_data import TOPIC, bench_store
-from vrec.config import Settings
-from vrec.devservers import local_redis
+from bench.trainer_data import TOPIC, started_trainer
 from vrec.events import Event, EventType
 from vrec.model import Matrix
-from vrec.publish import connect
-from vrec.store import SourcedEvent, Store, open_store
-from vrec.trainer import Trainer
+from vrec.store import SourcedEvent, Store
 
 
 def rate_one_more(store: Store, users: np.ndarray, seed: int) -> None:
@@ -69,49 +62,35 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    with (
-        tempfile.TemporaryDirectory(prefix="vrec-bench-foldin-") as tmp,
-        local_redis() as redis_server,
-    ):
-        workdir = Path(tmp)
-        settings = Settings(
-            store_url=bench_store(workdir),
-            redis_url=f"redis://{redis_server.address}/0",
-            model_dir=workdir / "models",
+    results: dict[int, tuple[float, float]] = {}
+    with started_trainer("foldin") as bench:
+        settings, store, trainer, bare = (
+            bench.settings,
+            bench.store,
+            bench.trainer,
+            bench.bare,
         )
-        client = connect(settings.redis_url)
-        results: dict[int, tuple[float, float]] = {}
-        with open_store(settings.store_url) as store:
-            trainer = Trainer(settings, store, client)
-            trainer.start()
-            assert trainer.served is not None
-            model = trainer.served.model
-            bare = implicit.cpu.als.AlternatingLeastSquares(factors=model.factors)
-            bare.user_factors = model.user_factors.copy()
-            bare.item_factors = model.item_factors.copy()
-            rng = np.random.default_rng(5)
+        assert trainer.served is not None
+        model = trainer.served.model
+        rng = np.random.default_rng(5)
 
-            for batch in (settings.fold_batch_users, 100):
-                ours, base = [], []
-                for round_ in range(args.repeat):
-                    users = np.sort(rng.choice(model.n_users, batch, replace=False))
-                    rate_one_more(store, users, seed=round_)
-                    published, seconds = timed(trainer.fold_in_step)
-                    assert published == batch, (published, batch)
-                    ours.append(batch / seconds)
+        for batch in (settings.fold_batch_users, 100):
+            ours, base = [], []
+            for round_ in range(args.repeat):
+                users = np.sort(rng.choice(model.n_users, batch, replace=False))
+                rate_one_more(store, users, seed=round_)
+                published, seconds = timed(trainer.fold_in_step)
+                assert published == batch, (published, batch)
+                ours.append(batch / seconds)
 
-                    rows = Matrix(trainer.user_items()[users])
+                rows = Matrix(trainer.user_items()[users])
 
-                    def baseline(
-                        users: np.ndarray = users, rows: Matrix = rows
-                    ) -> None:
-                        bare.partial_fit_users(users, rows)
-                        bare.recommend(users, rows, N=settings.top_k)
+                def baseline(users: np.ndarray = users, rows: Matrix = rows) -> None:
+                    bare.partial_fit_users(users, rows)
+                    bare.recommend(users, rows, N=settings.top_k)
 
-                    base.append(batch / timed(baseline)[1])
-                results[batch] = (statistics.median(base), statistics.median(ours))
-            trainer.close()
-        client.close()
+                base.append(batch / timed(baseline)[1])
+            results[batch] = (statistics.median(base), statistics.median(ours))
 
     for batch, (base, ours) in results.items():
         report(

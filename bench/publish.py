@@ -20,19 +20,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-from pathlib import Path
 
-import implicit.cpu.als
 import numpy as np
 
 from bench.common import report, timed
-from bench.trainer_data import bench_store
-from vrec.config import Settings
-from vrec.devservers import local_redis
-from vrec.publish import connect
-from vrec.store import open_store
-from vrec.trainer import Trainer
+from bench.trainer_data import started_trainer
 
 
 def main() -> None:
@@ -40,47 +32,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    with (
-        tempfile.TemporaryDirectory(prefix="vrec-bench-publish-") as tmp,
-        local_redis() as redis_server,
-    ):
-        workdir = Path(tmp)
-        settings = Settings(
-            store_url=bench_store(workdir),
-            redis_url=f"redis://{redis_server.address}/0",
-            model_dir=workdir / "models",
-        )
-        client = connect(settings.redis_url)
-        with open_store(settings.store_url) as store:
-            trainer = Trainer(settings, store, client)
-            trainer.start()
-            assert trainer.served is not None
-            model = trainer.served.model
-            user_items = trainer.user_items()
-            users = np.arange(model.n_users)
-
-            # The same factors in a bare implicit model.
-            bare = implicit.cpu.als.AlternatingLeastSquares(factors=model.factors)
-            bare.user_factors = model.user_factors.copy()
-            bare.item_factors = model.item_factors.copy()
-
-            base_s: list[float] = []
-            ours_s: list[float] = []
-            for _ in range(args.repeat):
-                base_s.append(
-                    timed(
-                        lambda: bare.recommend(
-                            users,
-                            user_items,
-                            N=settings.top_k,
-                            filter_already_liked_items=True,
-                        )
-                    )[1]
-                )
-                ours_s.append(timed(trainer.republish_all)[1])
-            trainer.close()
-        lists = client.dbsize() - 2
-        client.close()
+    with started_trainer("publish") as bench:
+        settings, trainer, bare = bench.settings, bench.trainer, bench.bare
+        assert trainer.served is not None
+        model = trainer.served.model
+        user_items = trainer.user_items()
+        users = np.arange(model.n_users)
+        base_s: list[float] = []
+        ours_s: list[float] = []
+        for _ in range(args.repeat):
+            base_s.append(
+                timed(
+                    lambda: bare.recommend(
+                        users,
+                        user_items,
+                        N=settings.top_k,
+                        filter_already_liked_items=True,
+                    )
+                )[1]
+            )
+            ours_s.append(timed(trainer.republish_all)[1])
+        lists = bench.client.dbsize() - 2
 
     n = len(users)
     print(

@@ -10,13 +10,23 @@ reused while its event count matches.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import implicit.cpu.als
 import numpy as np
 
+from vrec.config import Settings
+from vrec.devservers import local_redis
 from vrec.events import Event, EventType
+from vrec.publish import RedisClient, connect
 from vrec.store import SourcedEvent, Store, open_store
+from vrec.trainer import Trainer
 
 USERS = 6_000
 ITEMS = 3_700
@@ -99,3 +109,43 @@ def _valid(path: Path) -> bool:
         return False
     with open_store(str(path)) as store:
         return store.stats().events == RATINGS
+
+
+@dataclass
+class StartedTrainer:
+    """A trainer serving a refit of the bench store, and implicit on its factors."""
+
+    settings: Settings
+    store: Store
+    client: RedisClient
+    trainer: Trainer
+    bare: Any  # implicit's AlternatingLeastSquares holding copies of the factors
+
+
+@contextmanager
+def started_trainer(name: str) -> Iterator[StartedTrainer]:
+    """Refit the bench store into a trainer that publishes to a private Redis."""
+    with (
+        tempfile.TemporaryDirectory(prefix=f"vrec-bench-{name}-") as tmp,
+        local_redis() as redis_server,
+    ):
+        workdir = Path(tmp)
+        settings = Settings(
+            store_url=bench_store(workdir),
+            redis_url=f"redis://{redis_server.address}/0",
+            model_dir=workdir / "models",
+        )
+        client = connect(settings.redis_url)
+        with open_store(settings.store_url) as store:
+            trainer = Trainer(settings, store, client)
+            trainer.start()
+            assert trainer.served is not None
+            model = trainer.served.model
+            bare = implicit.cpu.als.AlternatingLeastSquares(factors=model.factors)
+            bare.user_factors = model.user_factors.copy()
+            bare.item_factors = model.item_factors.copy()
+            try:
+                yield StartedTrainer(settings, store, client, trainer, bare)
+            finally:
+                trainer.close()
+                client.close()
