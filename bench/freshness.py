@@ -51,7 +51,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from bench.common import report
 from vrec.config import Settings
-from vrec.devservers import local_broker, local_redis
+from vrec.devservers import local_broker, local_redis, stop_process
 from vrec.events import Event, EventType
 from vrec.kafka import Producer, ensure_topics, make_producer
 from vrec.local import child_environment
@@ -125,7 +125,7 @@ class Services:
             try:
                 yield
             finally:
-                stop(process)
+                stop_process(process)
 
     def check(self) -> None:
         """Raise, with the end of its log, if a child has exited."""
@@ -136,17 +136,6 @@ class Services:
                     f"{name} exited with code {process.returncode}; its log ends:\n"
                     + "\n".join(tail)
                 )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate ``process`` and wait for it; kill it if it lingers."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def wait_for_store(settings: Settings, services: Services, events: int) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import redis
 
 from vrec.config import ENV_PREFIX, Settings
-from vrec.devservers import local_broker, local_redis
+from vrec.devservers import local_broker, local_redis, stop_process
 from vrec.errors import VrecError
 
 logger = logging.getLogger(__name__)
@@ -71,13 +71,7 @@ def _child(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         logger.info("stopped service=%s exit=%s", name, process.returncode)
 
 
