@@ -203,6 +203,7 @@ class RawRoundTrip:
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,  # as vrec's consumer
         )
         partitions = [
             TopicPartition(self.topic, p) for p in range(settings.topic_partitions)

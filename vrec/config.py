@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=3, ge=1)
     batch_max_records: int = Field(default=2000, ge=1)
     poll_timeout_ms: int = Field(default=500, ge=1)
+    # How long the broker may hold a fetch that has no new records: an upper
+    # bound on produce-to-consume latency with brokers that wait it out.
+    fetch_max_wait_ms: int = Field(default=100, ge=0, le=10_000)
 
     # Event validation
     max_id_length: int = Field(default=128, ge=1, le=1024)

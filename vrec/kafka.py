@@ -86,6 +86,7 @@ class GroupConsumer:
                 session_timeout_ms=SESSION_TIMEOUT_MS,
                 heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 max_poll_records=settings.batch_max_records,
+                fetch_max_wait_ms=settings.fetch_max_wait_ms,
             )
             self._consumer.subscribe([self.topic], listener=_ListenerBridge(listener))
         except kafka.errors.KafkaError as exc:
