@@ -1,7 +1,7 @@
 """A small typed adapter over kafka-python; the rest of vrec never touches it.
 
 - :func:`make_consumer` joins the consumer group for ``settings.topic`` and
-  returns a :class:`GroupConsumer` that polls plain :class:`Record` values.
+  returns a :class:`GroupConsumer` that polls :class:`PartitionRecords`.
 - :func:`make_producer` returns a :class:`Producer` whose :meth:`Producer.flush`
   raises if any record sent since the last flush was not delivered.
 - :func:`ensure_topics` creates the topic and its dead-letter topic if missing.
@@ -34,16 +34,6 @@ _TOPIC_EXISTS = kafka.errors.TopicAlreadyExistsError.errno
 
 class BrokerError(VrecError):
     """Kafka could not be reached, or refused a request."""
-
-
-class Record(NamedTuple):
-    """One Kafka record, as vrec sees it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 class PartitionRecords(NamedTuple):
@@ -94,24 +84,11 @@ class GroupConsumer:
                 f"cannot join group {settings.group_id!r}: {exc}"
             ) from exc
 
-    def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
-        """The next records, at most ``max_records``, waiting up to ``timeout_ms``."""
-        try:
-            fetched = self._consumer.poll(
-                timeout_ms=timeout_ms, max_records=max_records
-            )
-        except kafka.errors.KafkaError as exc:
-            raise BrokerError(f"poll of topic {self.topic!r} failed: {exc}") from exc
-        return [
-            Record(r.topic, r.partition, r.offset, r.key, r.value)
-            for records in fetched.values()
-            for r in records
-        ]
-
     def poll_partitions(
         self, max_records: int, timeout_ms: int
     ) -> list[PartitionRecords]:
-        """Like :meth:`poll`, grouped by partition, without a record object each."""
+        """The next records, at most ``max_records``, waiting up to ``timeout_ms``,
+        grouped by partition as parallel lists (no object per record)."""
         try:
             fetched = self._consumer.poll(
                 timeout_ms=timeout_ms, max_records=max_records
